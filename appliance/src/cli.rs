@@ -1,0 +1,75 @@
+//! Argument parsing and error reporting for `labboot`.
+//!
+//! Every error reaches the user as one line, `labboot: <error>: <cause>: …`, on stderr with exit
+//! status 1; usage errors are clap's and exit with status 2. Nothing panics on bad input.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// labboot: a netboot appliance for board test labs.
+///
+/// Boards boot over the network from a tiny SD card that holds only U-Boot, a generic
+/// bootstrap script and an identity file; labboot serves everything else.
+#[derive(Debug, Parser)]
+#[command(name = "labboot", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, e.g. `info`, `debug` or `netboot::tftp=debug` (also RUST_LOG).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `labboot`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// U-Boot script images: make them like `mkimage -T script`, list them like `dumpimage -l`.
+    #[command(subcommand)]
+    Uboot(cmd::uboot::UbootCommand),
+    /// Write the tiny SD-card image of one board: MBR, one FAT partition, boot.scr and labboot.id.
+    Sdcard(cmd::sdcard::SdcardArgs),
+    /// Run the DHCP server alone.
+    Dhcp(cmd::dhcp::DhcpArgs),
+    /// Run the TFTP server alone.
+    Tftp(cmd::tftp::TftpArgs),
+}
+
+/// Parses the command line, runs the command and turns its outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("labboot: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed subcommand.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Uboot(c) => cmd::uboot::run(c),
+        Command::Sdcard(a) => cmd::sdcard::run(a),
+        Command::Dhcp(a) => cmd::dhcp::run(a),
+        Command::Tftp(a) => cmd::tftp::run(a),
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}

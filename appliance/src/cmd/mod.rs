@@ -1,0 +1,6 @@
+//! One module per `labboot` subcommand: its clap arguments and its `run`.
+
+pub mod dhcp;
+pub mod sdcard;
+pub mod tftp;
+pub mod uboot;

@@ -1,0 +1,7 @@
+//! The labboot appliance: the `labboot` command line and the commands it bundles.
+//!
+//! [`cli`] parses the arguments and maps every failure to one line on stderr and a non-zero exit;
+//! each subcommand lives in its own module under [`cmd`].
+
+pub mod cli;
+pub mod cmd;

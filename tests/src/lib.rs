@@ -1,0 +1,13 @@
+//! The virtual-lab harness shared by labboot's end-to-end tests.
+//!
+//! * [`binary`] finds (and if needed builds) the `labboot` binary under test.
+//! * [`netns`] creates private network namespaces with veth pairs and tap devices, removed on drop.
+//! * [`qemu`] starts an arm64 QEMU board running real U-Boot from a disk image and a tap NIC.
+//! * [`console`] reads a serial console with an expect-style API.
+//! * [`require`] makes tests that need root, KVM or a peer tool say so loudly instead of skipping.
+//!
+//! Every resource a test creates is released in `Drop`, so a failing or panicking test cleans up.
+
+pub mod binary;
+pub mod netns;
+pub mod require;

@@ -1,0 +1,1 @@
+//! U-Boot script images, boot flows, LAVA placeholders and the labboot SD card.
