@@ -9,5 +9,7 @@
 //! Every resource a test creates is released in `Drop`, so a failing or panicking test cleans up.
 
 pub mod binary;
+pub mod console;
 pub mod netns;
+pub mod qemu;
 pub mod require;

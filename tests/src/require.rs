@@ -13,7 +13,10 @@ pub fn tool(name: &str) -> bool {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
         .unwrap_or(false);
-    check(found, &format!("the peer tool `{name}` (run scripts/setup.sh)"))
+    check(
+        found,
+        &format!("the peer tool `{name}` (run scripts/setup.sh)"),
+    )
 }
 
 /// Requires that the test runs as root (network namespaces, tap devices).
@@ -27,7 +30,10 @@ pub fn root() -> bool {
 /// Requires that a file exists, e.g. U-Boot's firmware image.
 #[must_use]
 pub fn file(path: &str) -> bool {
-    check(Path::new(path).exists(), &format!("the file {path} (run scripts/setup.sh)"))
+    check(
+        Path::new(path).exists(),
+        &format!("the file {path} (run scripts/setup.sh)"),
+    )
 }
 
 fn check(ok: bool, what: &str) -> bool {

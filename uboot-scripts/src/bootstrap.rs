@@ -117,7 +117,7 @@ impl Identity {
         }
         if let Some(bad) = board_token
             .chars()
-            .find(|c| !(c.is_ascii_graphic() && !matches!(c, '\'' | '"' | '$' | '\\' | ';' | '#')))
+            .find(|c| !c.is_ascii_graphic() || matches!(c, '\'' | '"' | '$' | '\\' | ';' | '#'))
         {
             return Err(IdentityError::BadChar {
                 field: "board_token",

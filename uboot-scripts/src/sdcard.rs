@@ -158,7 +158,7 @@ pub fn build_sdcard(spec: &SdCardSpec) -> Result<Vec<u8>, SdCardError> {
 }
 
 fn check_size(size: u64) -> Result<(), SdCardError> {
-    let reason = if size % SECTOR != 0 {
+    let reason = if !size.is_multiple_of(SECTOR) {
         format!("not a multiple of {SECTOR}-byte sectors")
     } else if size < MIN_SIZE {
         format!("smaller than the minimum of {} MiB", MIN_SIZE >> 20)

@@ -1,0 +1,22 @@
+# labboot: the two commands an admin or CI needs. Both install what is missing first.
+CARGO ?= cargo
+
+.PHONY: setup demo test lint build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace
+
+# The demo: until the appliance exists, a virtual board boots a labboot SD card in U-Boot.
+demo: setup
+	@bash scripts/demo.sh
+
+# Every test, the virtual-lab ones included (they need root, QEMU and U-Boot: setup installs them).
+test: setup
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

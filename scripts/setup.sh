@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what labboot's build, tests and demo need on Debian 12. Idempotent and quiet when
+# nothing is missing; uses the host's own apt configuration.
+set -euo pipefail
+
+# Debian packages: tools of the test peers, U-Boot and QEMU for the virtual lab.
+packages=(
+  # build
+  build-essential pkg-config
+  # virtual lab: the board
+  qemu-system-arm u-boot-qemu iproute2
+  # U-Boot script images and the SD card
+  u-boot-tools dosfstools mtools
+  # boot payloads
+  busybox-static
+  # TFTP peers
+  tftp-hpa atftp curl tftpd-hpa dnsmasq-base
+  # DHCP peers
+  kea-admin kea-dhcp4-server udhcpc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >/dev/null
+  # Daemons from peer packages (tftpd-hpa, kea) must not keep running: tests start their own.
+  $sudo env RUNLEVEL=1 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  for svc in tftpd-hpa kea-dhcp4-server; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
+  pkill -x in.tftpd 2>/dev/null || true
+  pkill -x kea-dhcp4 2>/dev/null || true
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo is missing; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
