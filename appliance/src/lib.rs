@@ -3,6 +3,7 @@
 //! [`cli`] parses the arguments and maps every failure to one line on stderr and a non-zero exit;
 //! each subcommand lives in its own module under [`cmd`].
 
+pub mod boardscript;
 pub mod cli;
 pub mod cmd;
 pub mod fsutil;

@@ -4,6 +4,7 @@
 //! * [`netns`] creates private network namespaces with veth pairs and tap devices, removed on drop.
 //! * [`qemu`] starts an arm64 QEMU board running real U-Boot from a disk image and a tap NIC.
 //! * [`console`] reads a serial console with an expect-style API.
+//! * [`process`] runs a server under test until it logs readiness, and kills it on drop.
 //! * [`require`] makes tests that need root, KVM or a peer tool say so loudly instead of skipping.
 //!
 //! Every resource a test creates is released in `Drop`, so a failing or panicking test cleans up.
@@ -11,5 +12,6 @@
 pub mod binary;
 pub mod console;
 pub mod netns;
+pub mod process;
 pub mod qemu;
 pub mod require;

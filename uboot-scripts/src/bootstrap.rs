@@ -85,31 +85,7 @@ impl Identity {
         board_token: &str,
         ethaddr: Option<&str>,
     ) -> Result<Identity, IdentityError> {
-        if board_id.is_empty() {
-            return Err(IdentityError::Empty { field: "board_id" });
-        }
-        if board_id.len() > MAX_BOARD_ID {
-            return Err(IdentityError::TooLong {
-                len: board_id.len(),
-            });
-        }
-        if let Some(bad) = board_id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(IdentityError::BadChar {
-                field: "board_id",
-                bad,
-                allowed: "ASCII letters, digits, '.', '_' and '-'",
-            });
-        }
-        if board_id.starts_with('.') {
-            return Err(IdentityError::BadChar {
-                field: "board_id",
-                bad: '.',
-                allowed: "a first character other than '.'",
-            });
-        }
+        check_board_id(board_id)?;
         if board_token.is_empty() {
             return Err(IdentityError::Empty {
                 field: "board_token",
@@ -167,6 +143,37 @@ impl Identity {
         }
         Identity::new(id.unwrap_or(""), token.unwrap_or(""), mac)
     }
+}
+
+/// Checks a board id: 1 to 64 ASCII letters, digits, `.`, `_` or `-`, not starting with `.`
+/// (it becomes a TFTP path component and part of DHCP option 60).
+pub fn check_board_id(board_id: &str) -> Result<(), IdentityError> {
+    if board_id.is_empty() {
+        return Err(IdentityError::Empty { field: "board_id" });
+    }
+    if board_id.len() > MAX_BOARD_ID {
+        return Err(IdentityError::TooLong {
+            len: board_id.len(),
+        });
+    }
+    if let Some(bad) = board_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(IdentityError::BadChar {
+            field: "board_id",
+            bad,
+            allowed: "ASCII letters, digits, '.', '_' and '-'",
+        });
+    }
+    if board_id.starts_with('.') {
+        return Err(IdentityError::BadChar {
+            field: "board_id",
+            bad: '.',
+            allowed: "a first character other than '.'",
+        });
+    }
+    Ok(())
 }
 
 fn normalise_mac(mac: &str) -> Result<String, IdentityError> {

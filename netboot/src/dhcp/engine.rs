@@ -1,0 +1,469 @@
+//! The DHCP decisions: request in, reply + lease record out, with no socket, file or clock.
+//!
+//! [`Engine::handle`] takes a decoded message and `now`, updates the lease table and returns an
+//! [`Outcome`]: the reply with where it must go, and the record that must be durable before the
+//! reply is sent. The socket loop ([`super::server`]) does the I/O, which keeps every rule here
+//! testable with plain values and a made-up clock.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dhcproto::v4::{Message, MessageType};
+
+use super::binding::{Binding, BindingTable};
+use super::classify::{classify, ClassifyError, ClientInfo, ClientKey, Identity, MacAddr};
+use super::config::DhcpSettings;
+use super::leases::{Lease, LeaseState, LeaseTable};
+use super::reply::{self, Grant};
+use super::store::{LeaseRecord, StoredLease};
+
+/// How long an OFFERed address stays reserved for the client's REQUEST, in seconds.
+pub const OFFER_HOLD_SECS: u64 = 60;
+
+/// Where a reply must be sent (RFC 2131 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// 255.255.255.255, client port: the client has no address yet (or a NAK).
+    Broadcast,
+    /// The client's address (ciaddr), client port: renewals and INFORM.
+    Unicast(Ipv4Addr),
+    /// The relay agent (giaddr), server port.
+    Relay(Ipv4Addr),
+}
+
+/// A lease that was acknowledged, for the info log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The client's MAC.
+    pub mac: MacAddr,
+    /// Its identity, if any.
+    pub identity: Option<Identity>,
+}
+
+/// What to do after one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The reply and where it goes, if any.
+    pub reply: Option<(Message, Destination)>,
+    /// A record that must be durable before `reply` is sent.
+    pub commit: Option<LeaseRecord>,
+    /// Set when `reply` is an ACK of a lease.
+    pub acked: Option<Acked>,
+}
+
+impl Outcome {
+    fn silent(commit: Option<LeaseRecord>) -> Outcome {
+        Outcome {
+            reply: None,
+            commit,
+            acked: None,
+        }
+    }
+}
+
+/// Why a request got no reply and changed nothing (logged at debug level by the server).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Ignored {
+    /// Not a usable client request.
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
+    /// Relayed from a subnet this server does not serve.
+    #[error("relayed from {0}, outside our subnet")]
+    OtherSubnet(Ipv4Addr),
+    /// The REQUEST selected another server.
+    #[error("the client selected server {0}")]
+    OtherServer(Ipv4Addr),
+    /// No address left in the pool.
+    #[error("pool exhausted")]
+    PoolExhausted,
+    /// A REQUEST for an address we know nothing about (RFC 2131: stay silent).
+    #[error("no record of this client for {0}")]
+    Unknown(Ipv4Addr),
+    /// A REQUEST that names no address at all.
+    #[error("REQUEST without requested address or ciaddr")]
+    NoAddress,
+    /// RELEASE/DECLINE of something the client does not hold.
+    #[error("{0:?} for an address the client does not hold")]
+    NotHeld(MessageType),
+    /// A message type a server does not act on.
+    #[error("message type {0:?} is not for a server")]
+    Unhandled(MessageType),
+}
+
+/// Unix seconds of `now` (0 before 1970).
+pub fn unix_secs(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The DHCP state machine: settings, bindings and the lease table.
+pub struct Engine {
+    settings: DhcpSettings,
+    bindings: Arc<dyn BindingTable>,
+    leases: LeaseTable,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings)
+            .field("leases", &self.leases.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine using the configuration's static bindings.
+    pub fn new(settings: DhcpSettings) -> Engine {
+        let bindings = Arc::new(settings.bindings().clone());
+        Engine::with_bindings(settings, bindings)
+    }
+
+    /// An engine asking `bindings` (e.g. the dispatcher's board registry) instead of the
+    /// configuration's static bindings.
+    pub fn with_bindings(settings: DhcpSettings, bindings: Arc<dyn BindingTable>) -> Engine {
+        let leases = LeaseTable::new(settings.pool());
+        Engine {
+            settings,
+            bindings,
+            leases,
+        }
+    }
+
+    /// Puts leases loaded from the lease log back (the same client gets the same address).
+    pub fn restore(&mut self, stored: impl IntoIterator<Item = StoredLease>) {
+        for l in stored {
+            if !self.settings.assignable(l.ip) {
+                tracing::warn!(
+                    "dhcp: stored lease {} for {} is outside the subnet now, dropped",
+                    l.ip,
+                    l.key
+                );
+                continue;
+            }
+            self.leases.insert(Lease {
+                key: l.key,
+                mac: l.mac,
+                ip: l.ip,
+                expires: l.expires,
+                state: LeaseState::Bound,
+            });
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DhcpSettings {
+        &self.settings
+    }
+
+    /// The lease table.
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// Decides on one request received at `now`.
+    pub fn handle(&mut self, msg: &Message, now: SystemTime) -> Result<Outcome, Ignored> {
+        let info = classify(msg)?;
+        let giaddr = msg.giaddr();
+        if !giaddr.is_unspecified() && !self.settings.in_subnet(giaddr) {
+            return Err(Ignored::OtherSubnet(giaddr));
+        }
+        let now = unix_secs(now);
+        match info.msg_type {
+            MessageType::Discover => self.discover(msg, &info, now),
+            MessageType::Request => self.request(msg, &info, now),
+            MessageType::Release => self.release(msg, &info),
+            MessageType::Decline => self.decline(&info, now),
+            MessageType::Inform => Ok(self.inform(msg, &info)),
+            other => Err(Ignored::Unhandled(other)),
+        }
+    }
+
+    fn binding(&self, info: &ClientInfo) -> Binding {
+        self.bindings
+            .lookup(info.mac, info.identity.as_ref())
+            .unwrap_or_default()
+    }
+
+    fn boot_file<'a>(&'a self, info: &ClientInfo, binding: &'a Binding) -> Option<&'a str> {
+        binding
+            .boot_file
+            .as_deref()
+            .or_else(|| info.arch.and_then(|a| self.settings.arch_boot_file(a)))
+            .or(self.settings.boot_file())
+    }
+
+    /// Warns when this MAC already holds a live lease under another key (a cloned MAC), or when
+    /// this identity's lease was taken from another MAC (a cloned identity).
+    fn warn_conflicts(&self, info: &ClientInfo, key: &ClientKey, now: u64) {
+        for other in self.leases.others_with_mac(info.mac, key) {
+            if !other.expired(now) {
+                tracing::warn!(
+                    "dhcp: conflict: MAC {} is used by {} and by {} ({}); leases kept apart by identity",
+                    info.mac,
+                    key,
+                    other.key,
+                    other.ip
+                );
+            }
+        }
+        if let Some(own) = self.leases.get(key) {
+            if info.identity.is_some() && own.mac != info.mac && !own.expired(now) {
+                tracing::warn!(
+                    "dhcp: conflict: identity {} moved from MAC {} to MAC {} (a cloned identity file?)",
+                    key,
+                    own.mac,
+                    info.mac
+                );
+            }
+        }
+    }
+
+    /// Whether `ip` may be given to `key` without taking it from a live lease of someone else.
+    fn available_for(&self, ip: Ipv4Addr, key: &ClientKey, binding: &Binding, now: u64) -> bool {
+        if binding.ip == Some(ip) {
+            return true;
+        }
+        if !self.settings.pool().contains(ip) || self.bindings.is_reserved(ip) {
+            return false;
+        }
+        match self.leases.holder(ip) {
+            None => self.leases.is_free(ip),
+            Some(l) => l.key == *key || l.expired(now),
+        }
+    }
+
+    fn choose_address(
+        &mut self,
+        info: &ClientInfo,
+        key: &ClientKey,
+        binding: &Binding,
+        now: u64,
+    ) -> Option<Ipv4Addr> {
+        if let Some(ip) = binding.ip {
+            return Some(ip);
+        }
+        if let Some(l) = self.leases.get(key) {
+            if self.available_for(l.ip, key, binding, now) {
+                return Some(l.ip);
+            }
+        }
+        if let Some(r) = info.requested_ip {
+            if self.available_for(r, key, binding, now) && self.leases.holder(r).is_none() {
+                return Some(r);
+            }
+        }
+        let bindings = Arc::clone(&self.bindings);
+        self.leases.allocate(now, |ip| !bindings.is_reserved(ip))
+    }
+
+    fn destination(msg: &Message, nak: bool) -> Destination {
+        if !msg.giaddr().is_unspecified() {
+            Destination::Relay(msg.giaddr())
+        } else if nak || msg.ciaddr().is_unspecified() {
+            Destination::Broadcast
+        } else {
+            Destination::Unicast(msg.ciaddr())
+        }
+    }
+
+    fn discover(&mut self, msg: &Message, info: &ClientInfo, now: u64) -> Result<Outcome, Ignored> {
+        let key = info.key();
+        let binding = self.binding(info);
+        self.warn_conflicts(info, &key, now);
+        let ip = self
+            .choose_address(info, &key, &binding, now)
+            .ok_or(Ignored::PoolExhausted)?;
+        let keep_bound = self
+            .leases
+            .get(&key)
+            .filter(|l| l.ip == ip && l.state == LeaseState::Bound && !l.expired(now))
+            .cloned();
+        let lease = match keep_bound {
+            Some(mut l) => {
+                l.mac = info.mac;
+                l
+            }
+            None => Lease {
+                key: key.clone(),
+                mac: info.mac,
+                ip,
+                expires: now + OFFER_HOLD_SECS,
+                state: LeaseState::Offered,
+            },
+        };
+        if let Some(evicted) = self.leases.insert(lease) {
+            tracing::warn!(
+                "dhcp: {} is bound to {}, taking it from {}",
+                ip,
+                key,
+                evicted.key
+            );
+        }
+        let grant = Grant {
+            ip,
+            lease_time: Some(self.settings.lease_time()),
+            boot_file: self.boot_file(info, &binding),
+        };
+        let offer = reply::grant(msg, MessageType::Offer, grant, &self.settings);
+        Ok(Outcome {
+            reply: Some((offer, Self::destination(msg, false))),
+            commit: None,
+            acked: None,
+        })
+    }
+
+    fn nak(&self, msg: &Message, why: &str) -> Outcome {
+        tracing::debug!("dhcp: NAK to {:?}: {why}", msg.chaddr());
+        Outcome {
+            reply: Some((
+                reply::nak(msg, why, &self.settings),
+                Self::destination(msg, true),
+            )),
+            commit: None,
+            acked: None,
+        }
+    }
+
+    fn request(&mut self, msg: &Message, info: &ClientInfo, now: u64) -> Result<Outcome, Ignored> {
+        let key = info.key();
+        let binding = self.binding(info);
+        if let Some(sid) = info.server_id {
+            if sid != self.settings.server_ip() {
+                // SELECTING another server's offer: release ours at once.
+                if self
+                    .leases
+                    .get(&key)
+                    .is_some_and(|l| l.state == LeaseState::Offered)
+                {
+                    self.leases.remove(&key);
+                }
+                return Err(Ignored::OtherServer(sid));
+            }
+        }
+        let ciaddr = msg.ciaddr();
+        let wanted = match (info.requested_ip, ciaddr.is_unspecified()) {
+            (Some(r), _) => r,
+            (None, false) => ciaddr,
+            (None, true) => return Err(Ignored::NoAddress),
+        };
+        if !self.settings.in_subnet(wanted) {
+            return Ok(self.nak(msg, "address not on this network"));
+        }
+        if binding.ip.is_some_and(|b| b != wanted) {
+            return Ok(self.nak(msg, "this client has a fixed address"));
+        }
+        let own = self.leases.get(&key).map(|l| l.ip);
+        let selecting = info.server_id.is_some();
+        match own {
+            Some(ip) if ip == wanted => {}
+            Some(_) => return Ok(self.nak(msg, "not the address leased to this client")),
+            None => {
+                if !self.available_for(wanted, &key, &binding, now) {
+                    if selecting || self.leases.holder(wanted).is_some() {
+                        return Ok(self.nak(msg, "address not available"));
+                    }
+                    return Err(Ignored::Unknown(wanted));
+                }
+                self.warn_conflicts(info, &key, now);
+            }
+        }
+        let lease = Lease {
+            key: key.clone(),
+            mac: info.mac,
+            ip: wanted,
+            expires: now + u64::from(self.settings.lease_time()),
+            state: LeaseState::Bound,
+        };
+        if let Some(evicted) = self.leases.insert(lease) {
+            tracing::warn!(
+                "dhcp: {} is bound to {}, taking it from {}",
+                wanted,
+                key,
+                evicted.key
+            );
+        }
+        let grant = Grant {
+            ip: wanted,
+            lease_time: Some(self.settings.lease_time()),
+            boot_file: self.boot_file(info, &binding),
+        };
+        let ack = reply::grant(msg, MessageType::Ack, grant, &self.settings);
+        Ok(Outcome {
+            reply: Some((ack, Self::destination(msg, false))),
+            commit: Some(LeaseRecord::Bind(StoredLease {
+                key,
+                mac: info.mac,
+                ip: wanted,
+                expires: now + u64::from(self.settings.lease_time()),
+            })),
+            acked: Some(Acked {
+                ip: wanted,
+                mac: info.mac,
+                identity: info.identity.clone(),
+            }),
+        })
+    }
+
+    /// Whether `key` holds a lease on `ip`.
+    fn holds(&self, key: &ClientKey, ip: Ipv4Addr) -> bool {
+        matches!(self.leases.get(key), Some(l) if l.ip == ip)
+    }
+
+    fn release(&mut self, msg: &Message, info: &ClientInfo) -> Result<Outcome, Ignored> {
+        let key = info.key();
+        let ip = msg.ciaddr();
+        if info
+            .server_id
+            .is_some_and(|s| s != self.settings.server_ip())
+            || !self.holds(&key, ip)
+        {
+            return Err(Ignored::NotHeld(MessageType::Release));
+        }
+        self.leases.remove(&key);
+        tracing::info!(
+            "dhcp: RELEASE {ip} by {} id={}",
+            info.mac,
+            info.id_for_log()
+        );
+        Ok(Outcome::silent(Some(LeaseRecord::Free { key, ip })))
+    }
+
+    fn decline(&mut self, info: &ClientInfo, now: u64) -> Result<Outcome, Ignored> {
+        let key = info.key();
+        let Some(ip) = info.requested_ip else {
+            return Err(Ignored::NotHeld(MessageType::Decline));
+        };
+        if !self.holds(&key, ip) {
+            return Err(Ignored::NotHeld(MessageType::Decline));
+        }
+        tracing::warn!(
+            "dhcp: DECLINE {ip} by {} id={}: the address is in use by someone else; resting it",
+            info.mac,
+            info.id_for_log()
+        );
+        self.leases
+            .decline(ip, now + u64::from(self.settings.lease_time()));
+        Ok(Outcome::silent(Some(LeaseRecord::Free { key, ip })))
+    }
+
+    fn inform(&self, msg: &Message, info: &ClientInfo) -> Outcome {
+        let binding = self.binding(info);
+        let grant = Grant {
+            ip: Ipv4Addr::UNSPECIFIED,
+            lease_time: None,
+            boot_file: self.boot_file(info, &binding),
+        };
+        let ack = reply::grant(msg, MessageType::Ack, grant, &self.settings);
+        Outcome {
+            reply: Some((ack, Self::destination(msg, false))),
+            commit: None,
+            acked: None,
+        }
+    }
+}

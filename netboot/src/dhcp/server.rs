@@ -1,0 +1,329 @@
+//! The socket loop: receive, decide ([`Engine`]), persist ([`LeaseStore`]), send.
+//!
+//! [`Server::run`] takes an already bound socket and a shutdown future, so tests can hand it any
+//! socket and stop it when they like; [`bind_interface`] makes the production socket: port 67 on
+//! 0.0.0.0 with `SO_BINDTODEVICE`, so the server hears and answers on one interface only, and
+//! `SO_BROADCAST`, because clients without an address are answered at 255.255.255.255.
+//!
+//! Pipelined group commit: when the socket is readable the loop drains every packet already
+//! queued (up to [`BATCH`]) and decides on all of them. OFFERs and NAKs go out at once. ACKs wait
+//! with their lease records for the next append: one write and one `fdatasync` on tokio's
+//! blocking pool for every ACK gathered meanwhile, while the loop goes on receiving and deciding.
+//! When the append returns the ACKs are sent and the next group starts. An ACK therefore never
+//! leaves before its lease is durable, one sync serves many ACKs under load, and a slow disk
+//! never stops the server from reading its socket. If an append fails, the group's ACKs are
+//! withheld (the clients retry; their records are written again with the next group) and the
+//! error is logged.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::SystemTime;
+
+use dhcproto::v4::Message;
+use tokio::net::UdpSocket;
+
+use super::config::DhcpSettings;
+use super::engine::{unix_secs, Acked, Destination, Engine};
+use super::reply::encode_into;
+use super::store::{LeaseRecord, LeaseStore};
+use super::wire;
+
+/// The DHCP server port.
+pub const SERVER_PORT: u16 = 67;
+/// The DHCP client port.
+pub const CLIENT_PORT: u16 = 68;
+/// Most packets decided on between two lease-log syncs.
+pub const BATCH: usize = 256;
+
+/// Binds a UDP socket to `0.0.0.0:port` on `interface` only (SO_BINDTODEVICE), broadcast-capable.
+///
+/// Must be called inside a tokio runtime. Needs CAP_NET_RAW (for SO_BINDTODEVICE) and, for port
+/// 67, CAP_NET_BIND_SERVICE.
+pub fn bind_interface(interface: &str, port: u16) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("{what} (interface {interface}, port {port}): {e}"),
+        )
+    };
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| ctx("cannot create a UDP socket", e))?;
+    sock.bind_device(Some(interface.as_bytes()))
+        .map_err(|e| ctx("cannot bind to the interface", e))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| ctx("cannot set SO_REUSEADDR", e))?;
+    sock.set_broadcast(true)
+        .map_err(|e| ctx("cannot set SO_BROADCAST", e))?;
+    // The kernel's default receive buffer (~200 KiB, ~500 requests) is kept on purpose: a deeper
+    // queue under overload only makes the server answer requests whose clients gave up already.
+    sock.set_nonblocking(true)
+        .map_err(|e| ctx("cannot make the socket non-blocking", e))?;
+    let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+    sock.bind(&addr.into())
+        .map_err(|e| ctx("cannot bind the DHCP port", e))?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// A DHCP server: a bound socket, the decision engine and the optional lease log.
+#[derive(Debug)]
+pub struct Server {
+    socket: UdpSocket,
+    engine: Engine,
+    store: Option<LeaseStore>,
+    /// Whether ACKs must be durable first (a store was given); stays true if the store is lost.
+    persistent: bool,
+    client_port: u16,
+    relay_port: u16,
+}
+
+struct Pending {
+    message: Message,
+    to: Destination,
+    acked: Option<Acked>,
+}
+
+/// A lease-log append running on the blocking pool, with the ACKs waiting for it.
+type Commit = tokio::task::JoinHandle<(LeaseStore, Vec<LeaseRecord>, io::Result<()>)>;
+
+impl Server {
+    /// A server answering on `socket`; with a `store`, ACKed leases are logged there first.
+    ///
+    /// Restore the store's leases into `engine` ([`Engine::restore`]) before calling this.
+    pub fn new(socket: UdpSocket, engine: Engine, store: Option<LeaseStore>) -> Server {
+        Server {
+            socket,
+            engine,
+            persistent: store.is_some(),
+            store,
+            client_port: CLIENT_PORT,
+            relay_port: SERVER_PORT,
+        }
+    }
+
+    /// Sends replies to other ports than 68 (clients) and 67 (relays): for tests on loopback.
+    pub fn with_peer_ports(mut self, client_port: u16, relay_port: u16) -> Server {
+        self.client_port = client_port;
+        self.relay_port = relay_port;
+        self
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Serves until `shutdown` completes; returns the engine (with its leases) for inspection.
+    ///
+    /// Only errors of the socket itself end the loop early; bad packets are logged and dropped.
+    /// At shutdown an append in flight is finished and its ACKs are sent.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<Engine> {
+        tokio::pin!(shutdown);
+        let mut buf = vec![0u8; 65536];
+        let mut out = Vec::with_capacity(1024);
+        // Replies that need no commit (OFFER, NAK, INFORM) go out with the batch that made them.
+        let mut immediate: Vec<Pending> = Vec::with_capacity(BATCH);
+        // ACKs of the next group and their records, waiting for the append in flight to end.
+        let mut queued: Vec<Pending> = Vec::new();
+        let mut records: Vec<LeaseRecord> = Vec::new();
+        // The append in flight and the ACKs that wait for it.
+        let mut inflight: Option<(Commit, Vec<Pending>)> = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                joined = async { (&mut inflight.as_mut().expect("guarded").0).await },
+                    if inflight.is_some() =>
+                {
+                    let (_, acks) = inflight.take().expect("guarded");
+                    if self.finish_commit(joined, &mut records) {
+                        self.send_all(acks, &mut out).await;
+                    }
+                }
+                ready = self.socket.readable() => {
+                    ready?;
+                    let now = SystemTime::now();
+                    for _ in 0..BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((n, src)) => self.on_packet(
+                                &buf[..n], src, now, &mut immediate, &mut queued, &mut records,
+                            ),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::warn!("dhcp: receive failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    let now_ready = std::mem::take(&mut immediate);
+                    self.send_all(now_ready, &mut out).await;
+                }
+            }
+            if inflight.is_none() && !queued.is_empty() {
+                if !self.persistent {
+                    records.clear();
+                    let acks = std::mem::take(&mut queued);
+                    self.send_all(acks, &mut out).await;
+                } else if let Some(commit) = self.start_commit(&mut records) {
+                    inflight = Some((commit, std::mem::take(&mut queued)));
+                } else {
+                    // The lease writer died: an ACK that cannot be made durable is not sent.
+                    records.clear();
+                    queued.clear();
+                }
+            }
+        }
+        if let Some((commit, acks)) = inflight.take() {
+            if self.finish_commit(commit.await, &mut records) {
+                self.send_all(acks, &mut out).await;
+            }
+        }
+        Ok(self.engine)
+    }
+
+    async fn send_all(&self, replies: Vec<Pending>, out: &mut Vec<u8>) {
+        for p in replies {
+            if let Err(e) = encode_into(&p.message, out) {
+                tracing::warn!("dhcp: cannot encode a reply: {e}");
+                continue;
+            }
+            let to = match p.to {
+                Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, self.client_port),
+                Destination::Unicast(ip) => SocketAddrV4::new(ip, self.client_port),
+                Destination::Relay(ip) => SocketAddrV4::new(ip, self.relay_port),
+            };
+            if let Err(e) = self.socket.send_to(out, to).await {
+                tracing::warn!("dhcp: cannot send to {to}: {e}");
+                continue;
+            }
+            if let Some(a) = p.acked {
+                let id = a
+                    .identity
+                    .map_or_else(|| "-".to_string(), |i| i.to_string());
+                tracing::info!("dhcp: ACK {} to {} id={id}", a.ip, a.mac);
+            }
+        }
+    }
+
+    fn on_packet(
+        &mut self,
+        bytes: &[u8],
+        src: SocketAddr,
+        now: SystemTime,
+        immediate: &mut Vec<Pending>,
+        queued: &mut Vec<Pending>,
+        records: &mut Vec<LeaseRecord>,
+    ) {
+        let msg = match wire::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(
+                    "dhcp: dropped a malformed packet from {src} ({} bytes): {e}",
+                    bytes.len()
+                );
+                return;
+            }
+        };
+        match self.engine.handle(&msg, now) {
+            Ok(outcome) => {
+                let needs_commit = outcome.commit.is_some();
+                if let Some(r) = outcome.commit {
+                    records.push(r);
+                }
+                if let Some((message, to)) = outcome.reply {
+                    let p = Pending {
+                        message,
+                        to,
+                        acked: outcome.acked,
+                    };
+                    if needs_commit {
+                        queued.push(p);
+                    } else {
+                        immediate.push(p);
+                    }
+                }
+            }
+            Err(why) => tracing::debug!("dhcp: no reply to {src} xid {:#010x}: {why}", msg.xid()),
+        }
+    }
+
+    /// Starts appending `records` (with one `fdatasync`) on the blocking pool.
+    fn start_commit(&mut self, records: &mut Vec<LeaseRecord>) -> Option<Commit> {
+        let mut store = self.store.take()?;
+        let batch = std::mem::take(records);
+        Some(tokio::task::spawn_blocking(move || {
+            let result = store.append(&batch);
+            (store, batch, result)
+        }))
+    }
+
+    /// Takes the store back from a finished append; `true` if the records are durable.
+    fn finish_commit(
+        &mut self,
+        joined: Result<(LeaseStore, Vec<LeaseRecord>, io::Result<()>), tokio::task::JoinError>,
+        records: &mut Vec<LeaseRecord>,
+    ) -> bool {
+        match joined {
+            Ok((store, batch, result)) => {
+                let path = store.path().display().to_string();
+                self.store = Some(store);
+                match result {
+                    Ok(()) => true,
+                    Err(e) => {
+                        // Keep the records: they go again with the next group.
+                        let mut batch = batch;
+                        batch.append(records);
+                        *records = batch;
+                        tracing::error!(
+                            "dhcp: cannot persist leases to {path}: {e}; ACKs withheld"
+                        );
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("dhcp: the lease writer failed: {e}; leases are no longer persisted, no more ACKs");
+                false
+            }
+        }
+    }
+}
+
+/// Opens the lease log of `settings` (if any) and restores its leases into a fresh engine.
+pub fn engine_with_store(
+    settings: DhcpSettings,
+    now: SystemTime,
+) -> io::Result<(Engine, Option<LeaseStore>)> {
+    let store = match settings.lease_file() {
+        Some(path) => Some(LeaseStore::open(path, unix_secs(now))?),
+        None => None,
+    };
+    let mut engine = Engine::new(settings);
+    Ok(match store {
+        Some((store, leases)) => {
+            let n = leases.len();
+            engine.restore(leases);
+            tracing::info!(
+                "dhcp: {} leases restored from {}",
+                n,
+                store.path().display()
+            );
+            (engine, Some(store))
+        }
+        None => (engine, None),
+    })
+}
+
+/// Runs the whole server from checked settings: lease log, socket on the interface, loop.
+///
+/// Logs `dhcp: listening on IF (SERVER_IP)` once the socket is bound.
+pub async fn serve(settings: DhcpSettings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let interface = settings.interface().to_string();
+    let server_ip = settings.server_ip();
+    let (engine, store) = engine_with_store(settings, SystemTime::now())?;
+    let socket = bind_interface(&interface, SERVER_PORT)?;
+    tracing::info!("dhcp: listening on {interface} ({server_ip})");
+    Server::new(socket, engine, store).run(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,628 @@
+//! The socket loop: one UDP socket for requests, one task and one ephemeral socket per transfer.
+//!
+//! The request socket only parses requests, confines names, enforces the transfer cap and spawns;
+//! it never opens a file, so one slow resolver cannot delay other clients. Each transfer binds its
+//! own socket on the same address with a new port (its TID, RFC 1350) and `connect`s it to the
+//! client: the kernel then drops datagrams from any other address (instead of us answering them
+//! with ERROR 5), and an ICMP "port unreachable" from a client that went away ends the transfer at
+//! once instead of after all retries. The protocol itself lives in [`super::transfer`] and
+//! [`super::receive`]; this file only moves bytes and keeps time.
+//!
+//! Shutdown: [`TftpServer::run`] stops taking requests when its shutdown future completes, tells
+//! every transfer to send an ERROR and stop, waits up to [`SHUTDOWN_GRACE`] for them, and returns.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::TftpSettings;
+use super::content::{BlockReader, Content};
+use super::error::TftpError;
+use super::options::{negotiate, Direction, Negotiated};
+use super::packet::{encode_data_header, ErrorCode, Mode, Packet, Request, DATA_HEADER_LEN};
+use super::path::RequestPath;
+use super::receive::{Reply, WriteTransfer};
+use super::resolver::{DirResolver, Resolver};
+use super::transfer::{Outcome, ReadTransfer, Timing, Transmit};
+use super::upload::{Upload, UploadDir};
+
+/// How long shutdown waits for transfers to send their final ERROR.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Upload bytes buffered before a write to disk.
+const WRITE_CHUNK: usize = 256 * 1024;
+
+/// A TFTP server: settings, where files come from, and where uploads go.
+pub struct TftpServer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: TftpSettings,
+    resolver: Arc<dyn Resolver>,
+    uploads: Option<UploadDir>,
+}
+
+impl std::fmt::Debug for TftpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TftpServer")
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TftpServer {
+    /// A server answering reads from `resolver`, and writes into the settings' upload root if any.
+    pub fn new(settings: TftpSettings, resolver: impl Resolver) -> io::Result<TftpServer> {
+        let uploads = settings.upload_root().map(UploadDir::new).transpose()?;
+        Ok(TftpServer {
+            shared: Arc::new(Shared {
+                settings,
+                resolver: Arc::new(resolver),
+                uploads,
+            }),
+        })
+    }
+
+    /// A server for the settings' root directory alone (what `labboot tftp` runs).
+    pub fn serving_root(settings: TftpSettings) -> io::Result<TftpServer> {
+        let resolver = DirResolver::new(settings.root())?;
+        TftpServer::new(settings, resolver)
+    }
+
+    /// The settings this server runs with.
+    pub fn settings(&self) -> &TftpSettings {
+        &self.shared.settings
+    }
+
+    /// Binds the request socket to the configured listen address.
+    pub async fn bind(&self) -> io::Result<UdpSocket> {
+        let addr = self.shared.settings.listen();
+        UdpSocket::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind tftp socket {addr}: {e}")))
+    }
+
+    /// Serves requests arriving on `socket` until `shutdown` completes.
+    ///
+    /// Logs `tftp: listening on ADDR (root DIR)` at info once running.
+    pub async fn run(
+        self,
+        socket: UdpSocket,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let local = socket.local_addr()?;
+        tracing::info!(
+            "tftp: listening on {local} (root {})",
+            self.shared.settings.root().display()
+        );
+        let max = self.shared.settings.max_transfers();
+        let permits = Arc::new(Semaphore::new(max));
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        // Requests are small (RFC 2347 asks for at most 512 bytes); take anything up to 64 KiB.
+        let mut buf = vec![0u8; 65536];
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(res) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = res {
+                        if e.is_panic() {
+                            tracing::error!("tftp: a transfer task panicked: {e}");
+                        }
+                    }
+                }
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok((n, peer)) => {
+                        let ctx = RequestContext {
+                            shared: &self.shared,
+                            socket: &socket,
+                            local_ip: local.ip(),
+                            permits: &permits,
+                            cancel: &cancel,
+                        };
+                        if let Some(job) = ctx.on_datagram(&buf[..n], peer).await {
+                            tasks.spawn(job);
+                        }
+                    }
+                    Err(e) => {
+                        // E.g. ECONNREFUSED echoed from an earlier ERROR; never fatal.
+                        tracing::debug!("tftp: receive on {local} failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!(
+            "tftp: shutting down ({} transfers in progress)",
+            tasks.len()
+        );
+        cancel.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "tftp: {} transfers did not stop in time; aborted",
+                tasks.len()
+            );
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Everything the request socket needs to triage one datagram.
+struct RequestContext<'a> {
+    shared: &'a Arc<Shared>,
+    socket: &'a UdpSocket,
+    local_ip: IpAddr,
+    permits: &'a Arc<Semaphore>,
+    cancel: &'a CancellationToken,
+}
+
+type Job = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl RequestContext<'_> {
+    /// Parses and checks a request; returns the transfer task to spawn, or answers/drops it.
+    async fn on_datagram(&self, bytes: &[u8], peer: SocketAddr) -> Option<Job> {
+        let packet = match Packet::parse(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                let is_request = matches!(bytes, [0, 1 | 2, ..]);
+                tracing::warn!(client = %peer, "tftp: malformed request: {e}");
+                if is_request {
+                    self.refuse(peer, &TftpError::illegal_operation(e.to_string()))
+                        .await;
+                }
+                return None;
+            }
+        };
+        let (request, write) = match packet {
+            Packet::Read(r) => (r, false),
+            Packet::Write(r) => (r, true),
+            other => {
+                // ACK/DATA/ERROR on the request port: a stray from an old transfer. Answering
+                // could start a ping-pong with another server, so stay silent.
+                tracing::debug!(client = %peer, "tftp: ignored {other:?} on the request port");
+                return None;
+            }
+        };
+        let kind = if write { "write" } else { "read" };
+        let path = match RequestPath::parse(&request.filename) {
+            Ok(p) => p,
+            Err(e) => {
+                if e.code == ErrorCode::AccessViolation {
+                    tracing::warn!(
+                        client = %peer,
+                        filename = ?request.filename,
+                        "tftp: refused {kind} request: {}", e.message
+                    );
+                } else {
+                    tracing::info!(client = %peer, filename = ?request.filename, "tftp: {}", e.message);
+                }
+                self.refuse(peer, &e).await;
+                return None;
+            }
+        };
+        if write && self.shared.uploads.is_none() {
+            tracing::warn!(client = %peer, path = %path, "tftp: refused write request: writes are disabled");
+            self.refuse(
+                peer,
+                &TftpError::access_violation("writes are disabled on this server"),
+            )
+            .await;
+            return None;
+        }
+        let Ok(permit) = Arc::clone(self.permits).try_acquire_owned() else {
+            let max = self.shared.settings.max_transfers();
+            tracing::warn!(client = %peer, path = %path, "tftp: refused {kind} request: {max} transfers in progress");
+            self.refuse(
+                peer,
+                &TftpError::new(
+                    ErrorCode::NotDefined,
+                    format!("server busy: {max} transfers in progress, try again later"),
+                ),
+            )
+            .await;
+            return None;
+        };
+        let transfer = Transfer {
+            shared: Arc::clone(self.shared),
+            local_ip: self.local_ip,
+            peer,
+            request,
+            path,
+            cancel: self.cancel.child_token(),
+            _permit: permit,
+        };
+        Some(if write {
+            Box::pin(transfer.run_write())
+        } else {
+            Box::pin(transfer.run_read())
+        })
+    }
+
+    async fn refuse(&self, peer: SocketAddr, error: &TftpError) {
+        if let Err(e) = self
+            .socket
+            .send_to(&error.to_packet().to_bytes(), peer)
+            .await
+        {
+            tracing::debug!(client = %peer, "tftp: could not send ERROR: {e}");
+        }
+    }
+}
+
+/// One transfer task; dropping it (at the end, or on abort) returns its permit.
+struct Transfer {
+    shared: Arc<Shared>,
+    local_ip: IpAddr,
+    peer: SocketAddr,
+    request: Request,
+    path: RequestPath,
+    cancel: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionRefused
+}
+
+impl Transfer {
+    /// The per-transfer socket: same local address, new port, connected to the client.
+    async fn socket(&self) -> io::Result<UdpSocket> {
+        let ip = match (self.local_ip, self.peer.ip()) {
+            (ip, _) if !ip.is_unspecified() => ip,
+            (_, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (_, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        sock.connect(self.peer).await?;
+        Ok(sock)
+    }
+
+    fn timing(&self, neg: &Negotiated) -> Timing {
+        let mut t = self.shared.settings.timing();
+        if let Some(client) = neg.timeout {
+            t.timeout = client;
+            t.max_timeout = t.max_timeout.max(client);
+        }
+        t
+    }
+
+    async fn send_error(&self, sock: &UdpSocket, error: &TftpError) {
+        let _ = sock.send(&error.to_packet().to_bytes()).await;
+    }
+
+    async fn run_read(self) {
+        let started = Instant::now();
+        let sock = match self.socket().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %self.peer, "tftp: cannot open a transfer socket: {e}");
+                return;
+            }
+        };
+        let content = match self.open().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(client = %self.peer, path = %self.path, "tftp: read refused: {}", e.message);
+                self.send_error(&sock, &e).await;
+                return;
+            }
+        };
+        let size = content.len();
+        let neg = negotiate(
+            &self.request.options,
+            self.shared.settings.limits(),
+            Direction::Read { size },
+        );
+        tracing::debug!(
+            client = %self.peer, path = %self.path, size,
+            blksize = neg.blksize, window = neg.window, "tftp: read started"
+        );
+        let mut machine = ReadTransfer::new(
+            size,
+            neg.blksize,
+            neg.window,
+            !neg.reply.is_empty(),
+            self.timing(&neg),
+            now(),
+        );
+        let mut reader = BlockReader::new(content, neg.blksize);
+        let mut out = Vec::with_capacity(usize::from(neg.blksize) + DATA_HEADER_LEN);
+        let oack = Packet::OptionAck {
+            options: neg.reply.clone(),
+        }
+        .to_bytes();
+        let mut inbuf = vec![0u8; 2048];
+        let mut next = machine.start(now());
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut gone = false;
+        loop {
+            if let Some(t) = next.take() {
+                let sent = match t {
+                    Transmit::OptionAck => match sock.send(&oack).await {
+                        Err(e) if is_gone(&e) => Err(SendError::Gone),
+                        _ => Ok(()),
+                    },
+                    Transmit::Blocks { first, last } => {
+                        send_blocks(&sock, &mut reader, first, last, &mut out).await
+                    }
+                    Transmit::Error(e) => {
+                        self.send_error(&sock, &e).await;
+                        Ok(())
+                    }
+                };
+                match sent {
+                    Ok(()) => {}
+                    Err(SendError::Gone) => gone = true,
+                    Err(SendError::Read(e)) => {
+                        tracing::warn!(path = %self.path, "tftp: reading failed: {e}");
+                        let err = TftpError::new(ErrorCode::NotDefined, format!("read error: {e}"));
+                        next = Some(machine.abort(err));
+                        continue;
+                    }
+                }
+            }
+            if gone {
+                break;
+            }
+            let Some(deadline) = machine.deadline() else {
+                break;
+            };
+            sleep.as_mut().reset(Instant::from_std(deadline));
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    next = Some(machine.abort(TftpError::new(ErrorCode::NotDefined, "server shutting down")));
+                }
+                r = sock.recv(&mut inbuf) => match r {
+                    Ok(n) => match Packet::parse(&inbuf[..n]) {
+                        Ok(p) => next = machine.on_packet(&p, now()),
+                        Err(e) => tracing::debug!(client = %self.peer, "tftp: dropped malformed packet: {e}"),
+                    },
+                    Err(e) if is_gone(&e) => gone = true,
+                    Err(e) => tracing::debug!(client = %self.peer, "tftp: receive failed: {e}"),
+                },
+                _ = &mut sleep => next = machine.on_timeout(now()),
+            }
+        }
+        let ms = started.elapsed().as_millis();
+        match (gone, machine.outcome()) {
+            (true, _) => {
+                tracing::info!(client = %self.peer, path = %self.path, "tftp: read ended: client went away")
+            }
+            (_, Some(Outcome::Complete)) => tracing::info!(
+                client = %self.peer, path = %self.path, bytes = size, ms,
+                blksize = neg.blksize, window = neg.window,
+                retransmitted = machine.retransmitted(), "tftp: sent"
+            ),
+            (_, Some(Outcome::ClientError { code, message })) => tracing::info!(
+                client = %self.peer, path = %self.path, "tftp: client ended the read: error {code} {message:?}"
+            ),
+            (_, Some(Outcome::TimedOut)) => tracing::warn!(
+                client = %self.peer, path = %self.path, "tftp: read abandoned: client stopped answering"
+            ),
+            (_, Some(Outcome::Aborted(why))) => tracing::warn!(
+                client = %self.peer, path = %self.path, "tftp: read aborted: {why}"
+            ),
+            (_, None) => {}
+        }
+    }
+
+    /// Asks the resolver (on the blocking pool) and applies netascii if asked for.
+    async fn open(&self) -> Result<Content, TftpError> {
+        let resolver = Arc::clone(&self.shared.resolver);
+        let peer = self.peer;
+        let path = self.path.clone();
+        let mode = self.request.mode;
+        tokio::task::spawn_blocking(move || {
+            let c = resolver.open(peer, &path)?;
+            match mode {
+                Mode::Octet => Ok(c),
+                Mode::Netascii => c
+                    .to_netascii()
+                    .map_err(|e| TftpError::new(ErrorCode::NotDefined, format!("{path}: {e}"))),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("tftp: resolver failed: {e}");
+            Err(TftpError::new(ErrorCode::NotDefined, "internal error"))
+        })
+    }
+
+    async fn run_write(self) {
+        let started = Instant::now();
+        let Some(uploads) = self.shared.uploads.clone() else {
+            return;
+        };
+        let sock = match self.socket().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %self.peer, "tftp: cannot open a transfer socket: {e}");
+                return;
+            }
+        };
+        let neg = negotiate(
+            &self.request.options,
+            self.shared.settings.limits(),
+            Direction::Write,
+        );
+        let limit = self.shared.settings.max_upload_bytes();
+        if neg.tsize.is_some_and(|t| t > limit) {
+            let e = TftpError::new(
+                ErrorCode::DiskFull,
+                format!(
+                    "upload of {} bytes exceeds the limit of {limit}",
+                    neg.tsize.unwrap_or(0)
+                ),
+            );
+            self.send_error(&sock, &e).await;
+            return;
+        }
+        if self.request.mode == Mode::Netascii {
+            let e = TftpError::illegal_operation("netascii uploads are not supported; use octet");
+            self.send_error(&sock, &e).await;
+            return;
+        }
+        let (peer, path) = (self.peer, self.path.clone());
+        let created = tokio::task::spawn_blocking(move || uploads.create(peer, &path))
+            .await
+            .unwrap_or_else(|_| Err(TftpError::new(ErrorCode::NotDefined, "internal error")));
+        let mut upload = match created {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::info!(client = %self.peer, path = %self.path, "tftp: write refused: {}", e.message);
+                self.send_error(&sock, &e).await;
+                return;
+            }
+        };
+        let mut machine = WriteTransfer::new(
+            neg.blksize,
+            neg.window,
+            limit,
+            !neg.reply.is_empty(),
+            self.timing(&neg),
+            now(),
+        );
+        let oack = Packet::OptionAck {
+            options: neg.reply.clone(),
+        }
+        .to_bytes();
+        let mut inbuf = vec![0u8; usize::from(neg.blksize) + DATA_HEADER_LEN + 1];
+        let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        let mut next = Some(machine.start(now()));
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut committed = false;
+        loop {
+            if let Some(reply) = next.take() {
+                let bytes = match &reply {
+                    Reply::OptionAck => oack.clone(),
+                    Reply::Ack(n) => Packet::Ack { block: *n as u16 }.to_bytes(),
+                    Reply::Error(e) => e.to_packet().to_bytes(),
+                };
+                if let Err(e) = sock.send(&bytes).await {
+                    if is_gone(&e) {
+                        break;
+                    }
+                }
+            }
+            let Some(deadline) = machine.deadline() else {
+                break;
+            };
+            sleep.as_mut().reset(Instant::from_std(deadline));
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    next = Some(machine.abort(TftpError::new(ErrorCode::NotDefined, "server shutting down")));
+                }
+                r = sock.recv(&mut inbuf) => match r {
+                    Ok(n) => match Packet::parse(&inbuf[..n]) {
+                        Ok(p) => {
+                            let receipt = machine.on_packet(&p, now());
+                            if let (true, Packet::Data { data, .. }) = (receipt.deliver, &p) {
+                                pending.extend_from_slice(data);
+                            }
+                            let mut reply = receipt.reply;
+                            if receipt.deliver && (receipt.last || pending.len() >= WRITE_CHUNK) {
+                                let res = flush(&mut upload, &mut pending, receipt.last).await;
+                                match res {
+                                    Ok(()) => committed |= receipt.last,
+                                    Err(e) => {
+                                        tracing::warn!(path = %self.path, "tftp: upload failed: {e}");
+                                        reply = Some(machine.abort(TftpError::from_io(self.path.as_str(), &e)));
+                                    }
+                                }
+                            }
+                            next = reply;
+                        }
+                        Err(e) => tracing::debug!(client = %self.peer, "tftp: dropped malformed packet: {e}"),
+                    },
+                    Err(e) if is_gone(&e) => break,
+                    Err(e) => tracing::debug!(client = %self.peer, "tftp: receive failed: {e}"),
+                },
+                _ = &mut sleep => next = machine.on_timeout(now()),
+            }
+        }
+        if committed {
+            tracing::info!(
+                client = %self.peer, path = %self.path, bytes = machine.bytes(),
+                ms = started.elapsed().as_millis(), "tftp: received"
+            );
+        } else {
+            tracing::warn!(
+                client = %self.peer, path = %self.path, outcome = ?machine.outcome(),
+                "tftp: upload not completed; nothing was kept"
+            );
+        }
+    }
+}
+
+enum SendError {
+    Gone,
+    Read(io::Error),
+}
+
+async fn send_blocks(
+    sock: &UdpSocket,
+    reader: &mut BlockReader,
+    first: u64,
+    last: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), SendError> {
+    for n in first..=last {
+        let data = reader.block(n).await.map_err(SendError::Read)?;
+        out.clear();
+        encode_data_header(out, n as u16);
+        out.extend_from_slice(data);
+        if let Err(e) = sock.send(out).await {
+            if is_gone(&e) {
+                return Err(SendError::Gone);
+            }
+            // A full socket buffer or similar: the retransmission timer covers the loss.
+            tracing::debug!("tftp: send of block {n} failed: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Writes buffered upload bytes on the blocking pool; commits the file when `last`.
+async fn flush(upload: &mut Option<Upload>, pending: &mut Vec<u8>, last: bool) -> io::Result<()> {
+    let u = upload
+        .take()
+        .ok_or_else(|| io::Error::other("upload already finished"))?;
+    let buf = std::mem::take(pending);
+    let (u, buf, res) = tokio::task::spawn_blocking(move || {
+        let mut u = u;
+        let res = u.write(&buf);
+        if res.is_err() || !last {
+            return (Some(u), buf, res);
+        }
+        (None, buf, u.commit().map(drop))
+    })
+    .await
+    .map_err(io::Error::other)?;
+    *upload = u;
+    *pending = buf;
+    pending.clear();
+    res
+}
