@@ -1,6 +1,6 @@
 //! Locating the `labboot` binary that the end-to-end tests drive over its command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -37,4 +37,30 @@ pub fn labboot_bin() -> PathBuf {
         target.join("debug").join("labboot")
     })
     .clone()
+}
+
+/// Writes an arm64 SD card for `board_id` with `labboot sdcard` (token `tok`, plus `extra`
+/// arguments) and panics with its stderr if that fails.
+pub fn make_sdcard(out: &Path, board_id: &str, extra: &[&str]) {
+    let output = Command::new(labboot_bin())
+        .args([
+            "sdcard",
+            "--board-id",
+            board_id,
+            "--token",
+            "tok",
+            "--arch",
+            "arm64",
+            "-o",
+        ])
+        .arg(out)
+        .args(extra)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run labboot sdcard");
+    assert!(
+        output.status.success(),
+        "labboot sdcard failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

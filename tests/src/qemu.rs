@@ -101,6 +101,16 @@ impl Board {
         })
     }
 
+    /// Starts a board in `netns` that boots from `card` with its NIC on `tap`.
+    pub fn boot_card(netns: &Netns, card: &Path, tap: &str) -> anyhow::Result<Board> {
+        let config = BoardConfig {
+            disk: Some(card.to_path_buf()),
+            tap: Some(tap.to_string()),
+            ..BoardConfig::default()
+        };
+        Board::start(Some(netns), &config)
+    }
+
     /// The serial console.
     pub fn console(&mut self) -> &mut Console {
         &mut self.console

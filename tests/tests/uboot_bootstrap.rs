@@ -3,12 +3,11 @@
 //! identity from the card (board id and MAC) and starts DHCP on the board's tap NIC, inside a
 //! private network namespace where nothing answers, so it then says it retries.
 
-use std::process::Command;
 use std::time::Duration;
 
-use labboot_tests::binary::labboot_bin;
+use labboot_tests::binary::make_sdcard;
 use labboot_tests::netns::Netns;
-use labboot_tests::qemu::{Board, BoardConfig, QEMU_ARM64, UBOOT_ARM64};
+use labboot_tests::qemu::{Board, QEMU_ARM64, UBOOT_ARM64};
 use labboot_tests::require;
 
 #[test]
@@ -18,35 +17,11 @@ fn card_boots_in_uboot_and_reaches_dhcp() {
     }
     let dir = tempfile::tempdir().unwrap();
     let card = dir.path().join("sd.img");
-    let status = Command::new(labboot_bin())
-        .args([
-            "sdcard",
-            "--board-id",
-            "vboard-1",
-            "--token",
-            "secret",
-            "--mac",
-            "02:00:00:00:00:01",
-            "--arch",
-            "arm64",
-            "-o",
-        ])
-        .arg(&card)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    make_sdcard(&card, "vboard-1", &["--mac", "02:00:00:00:00:01"]);
 
     let ns = Netns::new("lbu").expect("create network namespace");
     let tap = ns.add_tap("lbtap0", "192.168.77.1/24").expect("create tap");
-    let mut board = Board::start(
-        Some(&ns),
-        &BoardConfig {
-            disk: Some(card),
-            tap: Some(tap),
-            ..BoardConfig::default()
-        },
-    )
-    .expect("start the QEMU board");
+    let mut board = Board::boot_card(&ns, &card, &tap).expect("start the QEMU board");
 
     let console = board.console();
     console

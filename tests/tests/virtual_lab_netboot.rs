@@ -4,13 +4,12 @@
 //! the board script fetches a multi-MiB file with `tftpwindowsize 16` whose CRC-32, computed by
 //! U-Boot, must equal the host's.
 
-use std::process::Command;
 use std::time::Duration;
 
-use labboot_tests::binary::labboot_bin;
+use labboot_tests::binary::{labboot_bin, make_sdcard};
 use labboot_tests::netns::Netns;
 use labboot_tests::process::ServerProcess;
-use labboot_tests::qemu::{Board, BoardConfig, QEMU_ARM64, UBOOT_ARM64};
+use labboot_tests::qemu::{Board, QEMU_ARM64, UBOOT_ARM64};
 use labboot_tests::require;
 
 const SERVER_IP: &str = "192.168.78.1";
@@ -53,21 +52,7 @@ fn board_netboots_from_labboot_dhcp_and_tftp() {
     .unwrap();
 
     let card = dir.path().join("sd.img");
-    let status = Command::new(labboot_bin())
-        .args([
-            "sdcard",
-            "--board-id",
-            BOARD,
-            "--token",
-            "tok",
-            "--arch",
-            "arm64",
-            "-o",
-        ])
-        .arg(&card)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    make_sdcard(&card, BOARD, &[]);
 
     let ns = Netns::new("lbn").expect("create network namespace");
     let tap = ns
@@ -122,15 +107,7 @@ fn board_netboots_from_labboot_dhcp_and_tftp() {
     )
     .unwrap();
 
-    let mut board = Board::start(
-        Some(&ns),
-        &BoardConfig {
-            disk: Some(card),
-            tap: Some(tap),
-            ..BoardConfig::default()
-        },
-    )
-    .expect("start the QEMU board");
+    let mut board = Board::boot_card(&ns, &card, &tap).expect("start the QEMU board");
     let console = board.console();
     console
         .expect(
