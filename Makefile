@@ -9,7 +9,8 @@ setup:
 build: setup
 	$(CARGO) build --workspace
 
-# The demo: until the appliance exists, a virtual board boots a labboot SD card in U-Boot.
+# The demo: a virtual board (QEMU arm64 + U-Boot) boots a labboot SD card, gets an address from
+# labboot dhcp and runs the board script labboot tftp renders for it, in a private namespace.
 demo: setup
 	@bash scripts/demo.sh
 
