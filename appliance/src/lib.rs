@@ -7,3 +7,4 @@ pub mod boardscript;
 pub mod cli;
 pub mod cmd;
 pub mod fsutil;
+pub mod shutdown;

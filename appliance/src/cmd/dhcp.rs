@@ -174,15 +174,7 @@ pub fn run(args: DhcpArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch SIGTERM")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("dhcp: shutting down");
-        };
+        let shutdown = crate::shutdown::on_signal()?;
         netboot::dhcp::serve(settings, shutdown)
             .await
             .context("dhcp server")

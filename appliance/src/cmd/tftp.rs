@@ -133,24 +133,7 @@ pub fn run(args: TftpArgs) -> anyhow::Result<()> {
             None => TftpServer::serving_root(settings)?,
         };
         let socket = server.bind().await?;
-        server.run(socket, shutdown_signal()).await?;
+        server.run(socket, crate::shutdown::on_signal()?).await?;
         anyhow::Ok(())
     })
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let ctrl_c = tokio::signal::ctrl_c();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }
