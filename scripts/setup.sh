@@ -17,6 +17,10 @@ packages=(
   tftp-hpa atftp curl tftpd-hpa dnsmasq-base
   # DHCP peers
   kea-admin kea-dhcp4-server udhcpc
+  # NBD peers
+  libnbd-bin nbdkit python3-libnbd qemu-utils
+  # image building: peers and benchmark baselines
+  squashfs-tools erofs-utils e2fsprogs cpio mmdebstrap
 )
 
 missing=()
