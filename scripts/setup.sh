@@ -21,6 +21,8 @@ packages=(
   libnbd-bin nbdkit python3-libnbd qemu-utils
   # image building: peers and benchmark baselines
   squashfs-tools erofs-utils e2fsprogs cpio mmdebstrap
+  # NFS peers
+  libnfs-utils
 )
 
 missing=()
@@ -50,4 +52,28 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install the Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# --- imagebuilder: Debian packages of the board architectures (arm64) through apt -------------
+# `labboot image build` and its tests fetch arm64 packages with the host's own apt configuration;
+# dpkg must know the architecture and apt must have its package lists. Quiet when both are there.
+if ! dpkg --print-foreign-architectures | grep -qx arm64 && [ "$(dpkg --print-architecture)" != arm64 ]; then
+  echo "setup: adding the arm64 architecture to dpkg"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo dpkg --add-architecture arm64
+fi
+if [ "$(dpkg --print-architecture)" != arm64 ] &&
+  ! ls /var/lib/apt/lists/*_binary-arm64_Packages* >/dev/null 2>&1; then
+  echo "setup: fetching apt's arm64 package lists"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q >/dev/null
+fi
+# kmod's modinfo: the tests check imagebuilder's modules.dep against it.
+if ! command -v modinfo >/dev/null && [ ! -x /usr/sbin/modinfo ] && [ ! -x /sbin/modinfo ]; then
+  echo "setup: installing kmod"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kmod >/dev/null
 fi

@@ -36,6 +36,13 @@ pub enum Command {
     Dhcp(cmd::dhcp::DhcpArgs),
     /// Run the TFTP server alone.
     Tftp(cmd::tftp::TftpArgs),
+    /// Run the NBD server alone.
+    Nbd(cmd::nbd::NbdArgs),
+    /// Run the NFSv3 server alone.
+    Nfs(cmd::nfs::NfsArgs),
+    /// Master images: build the root filesystem, initrd and kernel of a recipe.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code.
@@ -58,6 +65,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Sdcard(a) => cmd::sdcard::run(a),
         Command::Dhcp(a) => cmd::dhcp::run(a),
         Command::Tftp(a) => cmd::tftp::run(a),
+        Command::Nbd(a) => cmd::nbd::run(a),
+        Command::Nfs(a) => cmd::nfs::run(a),
+        Command::Image(c) => cmd::image::run(c),
     }
 }
 

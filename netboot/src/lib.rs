@@ -6,4 +6,6 @@
 //! The servers know nothing of jobs: callers hand them content through small traits.
 
 pub mod dhcp;
+pub mod nbd;
+pub mod nfs;
 pub mod tftp;

@@ -54,6 +54,10 @@ pub struct DhcpArgs {
     /// Fixed address by identity: BOARD_ID=IP or uuid:UUID=IP (repeatable).
     #[arg(long = "bind-id", value_name = "BOARD=IP")]
     pub bind_id: Vec<String>,
+    /// Ping-check: before offering a new address, send it an ICMP echo and wait this long for an
+    /// answer (an answering address is quarantined and another one offered); 0 = off (default).
+    #[arg(long, value_name = "MS")]
+    pub ping_check_ms: Option<u32>,
     /// YAML file whose `dhcp:` section gives the settings (flags override it).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -101,6 +105,7 @@ pub fn config_from_args(args: &DhcpArgs) -> anyhow::Result<DhcpConfig> {
                 next_server: None,
                 tftp_server_name: None,
                 bindings: Vec::new(),
+                ping_check_ms: 0,
             }
         }
     };
@@ -142,6 +147,9 @@ pub fn config_from_args(args: &DhcpArgs) -> anyhow::Result<DhcpConfig> {
     }
     if let Some(v) = args.next_server {
         config.next_server = Some(v);
+    }
+    if let Some(v) = args.ping_check_ms {
+        config.ping_check_ms = v;
     }
     for pair in &args.bind_mac {
         let (mac, ip) = split_pair("--bind", pair)?;
@@ -261,13 +269,18 @@ mod tests {
             std::env::temp_dir().join(format!("labboot-dhcp-cli-{}.yaml", std::process::id()));
         std::fs::write(
             &path,
-            "dhcp:\n  interface: lab0\n  server_ip: 10.1.0.1\n  pool: 10.1.0.10-10.1.0.20\n  lease_time: 600\n",
+            "dhcp:\n  interface: lab0\n  server_ip: 10.1.0.1\n  pool: 10.1.0.10-10.1.0.20\n  lease_time: 600\n  ping_check_ms: 250\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
         let s = parse(&["--config", p, "--lease-time", "900"]).unwrap();
         assert_eq!(s.interface(), "lab0");
         assert_eq!(s.lease_time(), 900);
+        assert_eq!(s.ping_check(), Some(std::time::Duration::from_millis(250)));
+        let s = parse(&["--config", p, "--ping-check-ms", "0"]).unwrap();
+        assert_eq!(s.ping_check(), None, "0 turns the check off");
+        let e = parse(&["--config", p, "--ping-check-ms", "60000"]).unwrap_err();
+        assert!(e.to_string().starts_with("dhcp.ping_check_ms: "), "{e}");
         std::fs::write(&path, "dhcp:\n  interface: lab0\n  bogus: 1\n").unwrap();
         let e = parse(&["--config", p]).unwrap_err();
         assert!(e.to_string().contains("unknown field `bogus`"), "{e}");

@@ -1,6 +1,9 @@
 //! One module per `labboot` subcommand: its clap arguments and its `run`.
 
 pub mod dhcp;
+pub mod image;
+pub mod nbd;
+pub mod nfs;
 pub mod sdcard;
 pub mod tftp;
 pub mod uboot;

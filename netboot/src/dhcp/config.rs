@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,7 +57,14 @@ pub struct DhcpConfig {
     /// Static bindings by MAC or by board identity.
     #[serde(default)]
     pub bindings: Vec<BindingConfig>,
+    /// Ping-check: before offering an address the client does not hold yet, send it an ICMP
+    /// echo and wait this many milliseconds for an answer; 0 (the default) turns it off.
+    #[serde(default)]
+    pub ping_check_ms: u32,
 }
+
+/// The longest ping-check wait accepted, in milliseconds (clients retry a DISCOVER after ~4 s).
+pub const MAX_PING_CHECK_MS: u32 = 2000;
 
 fn default_lease_time() -> u32 {
     DEFAULT_LEASE_TIME
@@ -113,6 +121,7 @@ pub struct DhcpSettings {
     next_server: Ipv4Addr,
     tftp_server_name: String,
     bindings: StaticBindings,
+    ping_check: Option<Duration>,
 }
 
 impl DhcpSettings {
@@ -167,6 +176,10 @@ impl DhcpSettings {
     /// The static bindings from the configuration.
     pub fn bindings(&self) -> &StaticBindings {
         &self.bindings
+    }
+    /// How long to wait for an ICMP echo reply before offering a new address; `None`: no check.
+    pub fn ping_check(&self) -> Option<Duration> {
+        self.ping_check
     }
     /// Whether `ip` is inside the server's subnet.
     pub fn in_subnet(&self, ip: Ipv4Addr) -> bool {
@@ -233,7 +246,19 @@ impl TryFrom<DhcpConfig> for DhcpSettings {
             next_server: c.next_server.unwrap_or(c.server_ip),
             tftp_server_name: String::new(),
             bindings: StaticBindings::default(),
+            ping_check: None,
         };
+        if c.ping_check_ms > MAX_PING_CHECK_MS {
+            return Err(err(
+                "ping_check_ms",
+                format!(
+                    "{} ms is too long (at most {MAX_PING_CHECK_MS}; 0 turns the check off)",
+                    c.ping_check_ms
+                ),
+            ));
+        }
+        s.ping_check =
+            (c.ping_check_ms > 0).then(|| Duration::from_millis(u64::from(c.ping_check_ms)));
         let pool: Pool = c.pool.parse().map_err(|e| err("pool", e))?;
         for ip in [pool.start(), pool.end()] {
             if !s.assignable(ip) {
@@ -363,6 +388,7 @@ mod tests {
             next_server: None,
             tftp_server_name: None,
             bindings: vec![],
+            ping_check_ms: 0,
         }
     }
 

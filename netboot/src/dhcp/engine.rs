@@ -4,7 +4,17 @@
 //! [`Outcome`]: the reply with where it must go, and the record that must be durable before the
 //! reply is sent. The socket loop ([`super::server`]) does the I/O, which keeps every rule here
 //! testable with plain values and a made-up clock.
+//!
+//! Ping-check (opt-in, [`DhcpSettings::ping_check`]): a board in U-Boot must bind in well under
+//! 100 ms, so by default an address is offered at once and a host squatting on it is caught by
+//! DECLINE. With the check on, a DISCOVER that would be offered an address the client does not
+//! hold yet gets no reply but an [`Outcome::probe`]: the address is reserved for the client (an
+//! OFFERed lease nobody else can take), and the server pings it. The server reports back with
+//! [`Engine::probed`] — an answer quarantines the address like a DECLINE — and hands the same
+//! DISCOVER to [`Engine::handle`] again, which then offers the checked address, or probes the
+//! next one. The engine never waits: the socket loop runs probes as tasks and keeps serving.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,6 +62,10 @@ pub struct Outcome {
     pub commit: Option<LeaseRecord>,
     /// Set when `reply` is an ACK of a lease.
     pub acked: Option<Acked>,
+    /// Ping-check this address (reserved for the client meanwhile), report the result with
+    /// [`Engine::probed`], then hand the same request to [`Engine::handle`] again. Comes with
+    /// no reply.
+    pub probe: Option<Ipv4Addr>,
 }
 
 impl Outcome {
@@ -60,6 +74,7 @@ impl Outcome {
             reply: None,
             commit,
             acked: None,
+            probe: None,
         }
     }
 }
@@ -92,6 +107,9 @@ pub enum Ignored {
     /// A message type a server does not act on.
     #[error("message type {0:?} is not for a server")]
     Unhandled(MessageType),
+    /// A retransmitted DISCOVER while the address chosen for the client is being ping-checked.
+    #[error("ping-check of {0} in progress")]
+    Probing(Ipv4Addr),
 }
 
 /// Unix seconds of `now` (0 before 1970).
@@ -106,6 +124,8 @@ pub struct Engine {
     settings: DhcpSettings,
     bindings: Arc<dyn BindingTable>,
     leases: LeaseTable,
+    /// Addresses being ping-checked: for which client, since when (Unix seconds).
+    probing: HashMap<Ipv4Addr, (ClientKey, u64)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -132,6 +152,7 @@ impl Engine {
             settings,
             bindings,
             leases,
+            probing: HashMap::new(),
         }
     }
 
@@ -164,6 +185,42 @@ impl Engine {
     /// The lease table.
     pub fn leases(&self) -> &LeaseTable {
         &self.leases
+    }
+
+    /// Addresses whose ping-check result has not been reported yet.
+    pub fn probing(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.probing.keys().copied()
+    }
+
+    /// Takes the result of the ping-check an [`Outcome::probe`] asked for: `answered` means a
+    /// host replied, so the address is in use; it is quarantined for one lease time (like a
+    /// DECLINE) and a warning names it. Returns whether it was quarantined. Hand the request
+    /// that asked for the probe to [`Engine::handle`] next.
+    pub fn probed(&mut self, ip: Ipv4Addr, answered: bool, now: SystemTime) -> bool {
+        let Some((key, _)) = self.probing.remove(&ip) else {
+            return false;
+        };
+        if !answered {
+            return false;
+        }
+        // Only the reservation made for the probe is taken back; a lease bound meanwhile (an
+        // INIT-REBOOT REQUEST of the same client) stays.
+        if let Some(l) = self.leases.holder(ip) {
+            if l.key != key || l.state != LeaseState::Offered {
+                tracing::warn!(
+                    "dhcp: ping-check: {ip} answered an ICMP echo, but it is bound to {} now; kept",
+                    l.key
+                );
+                return false;
+            }
+        }
+        let rest = u64::from(self.settings.lease_time());
+        tracing::warn!(
+            "dhcp: ping-check: {ip} answered an ICMP echo: in use by a host without a lease; \
+             quarantined for {rest} s, offering {key} another address"
+        );
+        self.leases.decline(ip, unix_secs(now) + rest);
+        true
     }
 
     /// Decides on one request received at `now`.
@@ -279,6 +336,7 @@ impl Engine {
         let ip = self
             .choose_address(info, &key, &binding, now)
             .ok_or(Ignored::PoolExhausted)?;
+        let probe = self.needs_probe(ip, &key, &binding, now)?;
         let keep_bound = self
             .leases
             .get(&key)
@@ -305,6 +363,15 @@ impl Engine {
                 evicted.key
             );
         }
+        if probe {
+            self.probing.insert(ip, (key, now));
+            return Ok(Outcome {
+                reply: None,
+                commit: None,
+                acked: None,
+                probe: Some(ip),
+            });
+        }
         let grant = Grant {
             ip,
             lease_time: Some(self.settings.lease_time()),
@@ -315,7 +382,36 @@ impl Engine {
             reply: Some((offer, Self::destination(msg, false))),
             commit: None,
             acked: None,
+            probe: None,
         })
+    }
+
+    /// Whether `ip` must be ping-checked before it is offered to `key`: the check is on, the
+    /// address is not the client's fixed one, and the client does not hold it (a bound lease, or
+    /// an offer that passed its check and is still reserved). A probe already running for it
+    /// means the DISCOVER is a retransmission: no reply until the result is in.
+    fn needs_probe(
+        &mut self,
+        ip: Ipv4Addr,
+        key: &ClientKey,
+        binding: &Binding,
+        now: u64,
+    ) -> Result<bool, Ignored> {
+        if let Some((_, since)) = self.probing.get(&ip) {
+            if now < since + OFFER_HOLD_SECS {
+                return Err(Ignored::Probing(ip));
+            }
+            // A result that never came (the server lost the task): check afresh.
+            self.probing.remove(&ip);
+        }
+        if self.settings.ping_check().is_none() || binding.ip == Some(ip) {
+            return Ok(false);
+        }
+        let held = self
+            .leases
+            .get(key)
+            .is_some_and(|l| l.ip == ip && (l.state == LeaseState::Bound || !l.expired(now)));
+        Ok(!held)
     }
 
     fn nak(&self, msg: &Message, why: &str) -> Outcome {
@@ -327,6 +423,7 @@ impl Engine {
             )),
             commit: None,
             acked: None,
+            probe: None,
         }
     }
 
@@ -407,6 +504,7 @@ impl Engine {
                 mac: info.mac,
                 identity: info.identity.clone(),
             }),
+            probe: None,
         })
     }
 
@@ -464,6 +562,7 @@ impl Engine {
             reply: Some((ack, Self::destination(msg, false))),
             commit: None,
             acked: None,
+            probe: None,
         }
     }
 }

@@ -32,6 +32,7 @@ fn config() -> DhcpConfig {
         next_server: None,
         tftp_server_name: None,
         bindings: vec![],
+        ping_check_ms: 0,
     }
 }
 
@@ -476,5 +477,139 @@ fn server_messages_are_ignored() {
     assert_eq!(
         e.handle(&offer, at(0)).unwrap_err(),
         Ignored::Unhandled(MessageType::Offer)
+    );
+}
+
+fn ping_checked() -> Engine {
+    let mut c = config();
+    c.ping_check_ms = 300;
+    c.bindings.push(BindingConfig {
+        mac: None,
+        id: Some("fixed".into()),
+        ip: Some(Ipv4Addr::new(10, 0, 0, 50)),
+        boot_file: None,
+    });
+    engine(c)
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, last)
+}
+
+#[test]
+fn without_ping_check_offers_go_out_at_once() {
+    let mut e = engine(config());
+    let o = e
+        .handle(&packet(mac(1), MessageType::Discover, vec![]), at(0))
+        .unwrap();
+    assert_eq!(o.probe, None);
+    assert_eq!(reply(&o).0.yiaddr(), ip(100));
+    assert_eq!(e.probing().count(), 0);
+}
+
+#[test]
+fn ping_check_probes_new_addresses_and_quarantines_answering_ones() {
+    let mut e = ping_checked();
+    let discover = packet(mac(1), MessageType::Discover, vec![]);
+    // A new address: no reply yet, probe it first.
+    let o = e.handle(&discover, at(0)).unwrap();
+    assert!(o.reply.is_none() && o.commit.is_none());
+    assert_eq!(o.probe, Some(ip(100)));
+    // The client's retransmission while the probe runs gets nothing and starts no second probe.
+    assert_eq!(
+        e.handle(&discover, at(1)).unwrap_err(),
+        Ignored::Probing(ip(100))
+    );
+    // Another client meanwhile is not given the address under test.
+    let other = e
+        .handle(&packet(mac(2), MessageType::Discover, vec![]), at(1))
+        .unwrap();
+    assert_eq!(other.probe, Some(ip(101)));
+    // Something answered at .100: quarantined; the same DISCOVER again probes the next free one.
+    assert!(e.probed(ip(100), true, at(1)));
+    assert_eq!(e.probing().collect::<Vec<_>>(), vec![ip(101)]);
+    let o = e.handle(&discover, at(1)).unwrap();
+    assert_eq!(o.probe, Some(ip(102)));
+    // Silence at .102: now the DISCOVER is offered .102, without another probe.
+    assert!(!e.probed(ip(102), false, at(2)));
+    let o = e.handle(&discover, at(2)).unwrap();
+    assert_eq!(o.probe, None);
+    let (offer, _) = reply(&o);
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    assert_eq!(offer.yiaddr(), ip(102));
+    let req = packet(
+        mac(1),
+        MessageType::Request,
+        vec![
+            DhcpOption::ServerIdentifier(SERVER),
+            DhcpOption::RequestedIpAddress(ip(102)),
+        ],
+    );
+    assert_eq!(reply(&e.handle(&req, at(2)).unwrap()).0.yiaddr(), ip(102));
+    // The client holds .102 now: its next boot is offered it at once.
+    let o = e.handle(&discover, at(100)).unwrap();
+    assert_eq!((o.probe, reply(&o).0.yiaddr()), (None, ip(102)));
+    // The quarantined address is not handed out again during the quarantine...
+    e.probed(ip(101), false, at(3));
+    assert_eq!(dora(&mut e, mac(2), vec![], at(3)), ip(101));
+    let o = e
+        .handle(&packet(mac(3), MessageType::Discover, vec![]), at(3))
+        .unwrap();
+    assert_eq!(o.probe, Some(ip(103)));
+    e.probed(ip(103), false, at(3));
+    assert_eq!(dora(&mut e, mac(3), vec![], at(3)), ip(103));
+    assert_eq!(
+        e.handle(&packet(mac(4), MessageType::Discover, vec![]), at(4))
+            .unwrap_err(),
+        Ignored::PoolExhausted
+    );
+    // ...but after one lease time it is probed again before anyone gets it.
+    let later = at(1 + u64::from(DEFAULT_LEASE_TIME));
+    let o = e
+        .handle(&packet(mac(4), MessageType::Discover, vec![]), later)
+        .unwrap();
+    assert_eq!(o.probe, Some(ip(100)));
+}
+
+#[test]
+fn ping_check_skips_fixed_addresses_and_ignores_stale_results() {
+    let mut e = ping_checked();
+    // A fixed binding cannot move elsewhere, so it is offered without a probe.
+    let o = e
+        .handle(
+            &packet(mac(1), MessageType::Discover, vec![vci("fixed")]),
+            at(0),
+        )
+        .unwrap();
+    assert_eq!((o.probe, reply(&o).0.yiaddr()), (None, ip(50)));
+    // A result for an address nobody asked about changes nothing.
+    assert!(!e.probed(ip(100), true, at(0)));
+    assert!(e.leases().is_free(ip(100)));
+    // A probe whose result never comes is started afresh after the offer hold time.
+    let discover = packet(mac(2), MessageType::Discover, vec![]);
+    assert_eq!(e.handle(&discover, at(0)).unwrap().probe, Some(ip(100)));
+    assert!(e.handle(&discover, at(1)).is_err());
+    assert_eq!(
+        e.handle(&discover, at(OFFER_HOLD_SECS + 1)).unwrap().probe,
+        Some(ip(100))
+    );
+    // An answer that arrives after the client was bound there by an INIT-REBOOT REQUEST does
+    // not take the bound lease away.
+    let reboot = packet(
+        mac(2),
+        MessageType::Request,
+        vec![DhcpOption::RequestedIpAddress(ip(100))],
+    );
+    assert_eq!(
+        reply(&e.handle(&reboot, at(OFFER_HOLD_SECS + 2)).unwrap())
+            .0
+            .opts()
+            .msg_type(),
+        Some(MessageType::Ack)
+    );
+    assert!(!e.probed(ip(100), true, at(OFFER_HOLD_SECS + 2)));
+    assert_eq!(
+        e.leases().holder(ip(100)).map(|l| l.key.clone()),
+        Some(ClientKey::Mac(MacAddr(mac(2))))
     );
 }

@@ -52,6 +52,7 @@ fn engine() -> Engine {
             next_server: None,
             tftp_server_name: None,
             bindings: vec![],
+            ping_check_ms: 0,
         })
         .unwrap(),
     )

@@ -14,11 +14,15 @@
 //! * [`store`]: the crash-safe lease log (append + fsync, compacted by write-and-rename);
 //! * [`wire`]: datagram framing checks before dhcproto parses;
 //! * [`reply`]: OFFER/ACK/NAK building; [`engine`]: the decisions, with no I/O and no clock;
-//! * [`server`]: the socket loop, bound to one interface.
+//! * [`server`]: the socket loop, bound to one interface;
+//! * [`ping`]: ICMP echo probes for the opt-in ping-check.
 //!
-//! What is deliberately left out: no ping-check before offering (a board waiting in U-Boot must
-//! bind in well under 100 ms; addresses in use are caught by DECLINE instead, which rests the
-//! address for one lease time), no relay-agent option 82 echo, no failover, one subnet.
+//! Ping-check is off by default: a board waiting in U-Boot must bind in well under 100 ms, and
+//! addresses in use are caught by DECLINE instead, which rests the address for one lease time.
+//! With `ping_check_ms` set, a new address is pinged before it is offered, and one that answers
+//! is quarantined the same way (see [`engine`] for how the check stays out of the engine's way).
+//!
+//! What is deliberately left out: no relay-agent option 82 echo, no failover, one subnet.
 //!
 //! # Example: run the server in-process on an interface until Ctrl-C
 //! ```no_run
@@ -38,6 +42,7 @@ pub mod classify;
 pub mod config;
 pub mod engine;
 pub mod leases;
+pub mod ping;
 pub mod pool;
 pub mod reply;
 pub mod server;
@@ -54,6 +59,7 @@ pub use classify::{Arch, ClientKey, Identity, MacAddr};
 pub use config::{BindingConfig, ConfigError, DhcpConfig, DhcpSettings};
 pub use engine::{Destination, Engine, Ignored, Outcome};
 pub use leases::{Lease, LeaseState, LeaseTable};
+pub use ping::Pinger;
 pub use pool::Pool;
 pub use server::{bind_interface, engine_with_store, serve, Server};
 pub use store::{load as load_leases, LeaseRecord, LeaseStore, StoredLease};

@@ -113,6 +113,7 @@ mod tests {
             next_server: Some(Ipv4Addr::new(10, 0, 0, 2)),
             tftp_server_name: None,
             bindings: vec![],
+            ping_check_ms: 0,
         })
         .unwrap()
     }

@@ -14,17 +14,27 @@
 //! never stops the server from reading its socket. If an append fails, the group's ACKs are
 //! withheld (the clients retry; their records are written again with the next group) and the
 //! error is logged.
+//!
+//! Ping-check (opt-in): when the engine answers a DISCOVER with
+//! [`Outcome::probe`](super::engine::Outcome::probe), the loop
+//! spawns the ICMP probe ([`Pinger::probe`]) as a task and goes on serving; other clients never
+//! wait for it. When the probe ends, its result goes to [`Engine::probed`] and the same DISCOVER
+//! is decided again, which yields the OFFER (or the next probe). Probes produce no lease record,
+//! so the group commit above is untouched.
 
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use dhcproto::v4::Message;
 use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
 
 use super::config::DhcpSettings;
 use super::engine::{unix_secs, Acked, Destination, Engine};
+use super::ping::Pinger;
 use super::reply::encode_into;
 use super::store::{LeaseRecord, LeaseStore};
 use super::wire;
@@ -76,7 +86,12 @@ pub struct Server {
     persistent: bool,
     client_port: u16,
     relay_port: u16,
+    /// Set when the settings ask for a ping-check.
+    pinger: Option<Arc<Pinger>>,
 }
+
+/// A finished probe: the address, whether it answered, and the request to decide again.
+type Probed = (Ipv4Addr, bool, Message, SocketAddr);
 
 struct Pending {
     message: Message,
@@ -92,7 +107,12 @@ impl Server {
     ///
     /// Restore the store's leases into `engine` ([`Engine::restore`]) before calling this.
     pub fn new(socket: UdpSocket, engine: Engine, store: Option<LeaseStore>) -> Server {
+        let pinger = engine
+            .settings()
+            .ping_check()
+            .map(|t| Arc::new(Pinger::new(engine.settings().interface(), t)));
         Server {
+            pinger,
             socket,
             engine,
             persistent: store.is_some(),
@@ -129,6 +149,8 @@ impl Server {
         let mut records: Vec<LeaseRecord> = Vec::new();
         // The append in flight and the ACKs that wait for it.
         let mut inflight: Option<(Commit, Vec<Pending>)> = None;
+        // Ping-checks running; each DISCOVER waiting for one is decided again when it ends.
+        let mut probes: JoinSet<Probed> = JoinSet::new();
         loop {
             tokio::select! {
                 biased;
@@ -141,6 +163,23 @@ impl Server {
                         self.send_all(acks, &mut out).await;
                     }
                 }
+                Some(done) = probes.join_next(), if !probes.is_empty() => {
+                    match done {
+                        Ok((ip, answered, msg, src)) => {
+                            let now = SystemTime::now();
+                            self.engine.probed(ip, answered, now);
+                            self.decide(
+                                &msg, src, now, &mut immediate, &mut queued, &mut records,
+                                &mut probes,
+                            );
+                            let now_ready = std::mem::take(&mut immediate);
+                            self.send_all(now_ready, &mut out).await;
+                        }
+                        // Only a panic gets here; the engine re-checks the address after the
+                        // offer hold time.
+                        Err(e) => tracing::error!("dhcp: a ping-check task failed: {e}"),
+                    }
+                }
                 ready = self.socket.readable() => {
                     ready?;
                     let now = SystemTime::now();
@@ -148,6 +187,7 @@ impl Server {
                         match self.socket.try_recv_from(&mut buf) {
                             Ok((n, src)) => self.on_packet(
                                 &buf[..n], src, now, &mut immediate, &mut queued, &mut records,
+                                &mut probes,
                             ),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => {
@@ -206,6 +246,7 @@ impl Server {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_packet(
         &mut self,
         bytes: &[u8],
@@ -214,6 +255,7 @@ impl Server {
         immediate: &mut Vec<Pending>,
         queued: &mut Vec<Pending>,
         records: &mut Vec<LeaseRecord>,
+        probes: &mut JoinSet<Probed>,
     ) {
         let msg = match wire::decode(bytes) {
             Ok(m) => m,
@@ -225,8 +267,27 @@ impl Server {
                 return;
             }
         };
-        match self.engine.handle(&msg, now) {
+        self.decide(&msg, src, now, immediate, queued, records, probes);
+    }
+
+    /// Hands one decoded request to the engine and files what comes out: a reply to send now, an
+    /// ACK waiting for its lease record, or a probe to start.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        now: SystemTime,
+        immediate: &mut Vec<Pending>,
+        queued: &mut Vec<Pending>,
+        records: &mut Vec<LeaseRecord>,
+        probes: &mut JoinSet<Probed>,
+    ) {
+        match self.engine.handle(msg, now) {
             Ok(outcome) => {
+                if let Some(ip) = outcome.probe {
+                    self.start_probe(ip, msg.clone(), src, probes);
+                }
                 let needs_commit = outcome.commit.is_some();
                 if let Some(r) = outcome.commit {
                     records.push(r);
@@ -246,6 +307,37 @@ impl Server {
             }
             Err(why) => tracing::debug!("dhcp: no reply to {src} xid {:#010x}: {why}", msg.xid()),
         }
+    }
+
+    /// Pings `ip` in a task; its result comes back through `probes`.
+    fn start_probe(
+        &self,
+        ip: Ipv4Addr,
+        msg: Message,
+        src: SocketAddr,
+        probes: &mut JoinSet<Probed>,
+    ) {
+        let Some(pinger) = self.pinger.clone() else {
+            // The engine asks for probes only when the settings turn them on, and `new` made
+            // the pinger from the same settings; decide again as if nobody answered.
+            probes.spawn(async move { (ip, false, msg, src) });
+            return;
+        };
+        tracing::debug!(
+            "dhcp: ping-check of {ip} for xid {:#010x} ({} ms)",
+            msg.xid(),
+            pinger.timeout().as_millis()
+        );
+        probes.spawn(async move {
+            let answered = match pinger.probe(ip).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("dhcp: ping-check of {ip} failed: {e}; offering it unchecked");
+                    false
+                }
+            };
+            (ip, answered, msg, src)
+        });
     }
 
     /// Starts appending `records` (with one `fdatasync`) on the blocking pool.
@@ -321,8 +413,16 @@ pub fn engine_with_store(
 pub async fn serve(settings: DhcpSettings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let interface = settings.interface().to_string();
     let server_ip = settings.server_ip();
+    let settings_ping_check = settings.ping_check();
     let (engine, store) = engine_with_store(settings, SystemTime::now())?;
     let socket = bind_interface(&interface, SERVER_PORT)?;
+    if let Some(timeout) = settings_ping_check {
+        Pinger::new(&interface, timeout).check()?;
+        tracing::info!(
+            "dhcp: ping-check on: new addresses are pinged for {} ms before they are offered",
+            timeout.as_millis()
+        );
+    }
     tracing::info!("dhcp: listening on {interface} ({server_ip})");
     Server::new(socket, engine, store).run(shutdown).await?;
     Ok(())

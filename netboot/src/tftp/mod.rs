@@ -19,7 +19,8 @@
 //! * [`path`]: confinement of requested names; [`resolver`]: the [`Resolver`] trait,
 //!   [`DirResolver`] and [`VirtualResolver`]; [`content`]: [`Content`] with a known size;
 //! * [`upload`]: the separate upload directory; [`config`]: [`TftpConfig`] → [`TftpSettings`];
-//! * [`server`]: the socket loop, [`TftpServer`].
+//! * [`server`]: the socket loop, [`TftpServer`]; [`sender`]: the data path of a read, on its
+//!   own thread with `sendmmsg`.
 //!
 //! Not supported: multicast TFTP (RFC 2090), netascii uploads, and replies from the address a
 //! request was sent to on a multi-homed host bound to `0.0.0.0` (bind to one address instead).
@@ -58,6 +59,7 @@ pub mod packet;
 pub mod path;
 pub mod receive;
 pub mod resolver;
+pub mod sender;
 pub mod server;
 pub mod transfer;
 pub mod upload;

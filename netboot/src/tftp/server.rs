@@ -1,4 +1,5 @@
-//! The socket loop: one UDP socket for requests, one task and one ephemeral socket per transfer.
+//! The socket loop: one UDP socket for requests, one task (plus, for reads, one thread) and one
+//! ephemeral socket per transfer.
 //!
 //! The request socket only parses requests, confines names, enforces the transfer cap and spawns;
 //! it never opens a file, so one slow resolver cannot delay other clients. Each transfer binds its
@@ -6,7 +7,9 @@
 //! client: the kernel then drops datagrams from any other address (instead of us answering them
 //! with ERROR 5), and an ICMP "port unreachable" from a client that went away ends the transfer at
 //! once instead of after all retries. The protocol itself lives in [`super::transfer`] and
-//! [`super::receive`]; this file only moves bytes and keeps time.
+//! [`super::receive`]; this file only moves bytes and keeps time. The data path of a read runs
+//! on a thread of its own with blocking calls ([`super::sender`] says why); the request socket
+//! and uploads stay on tokio.
 //!
 //! Shutdown: [`TftpServer::run`] stops taking requests when its shutdown future completes, tells
 //! every transfer to send an ERROR and stop, waits up to [`SHUTDOWN_GRACE`] for them, and returns.
@@ -27,15 +30,19 @@ use super::config::TftpSettings;
 use super::content::{BlockReader, Content};
 use super::error::TftpError;
 use super::options::{negotiate, Direction, Negotiated};
-use super::packet::{encode_data_header, ErrorCode, Mode, Packet, Request, DATA_HEADER_LEN};
+use super::packet::{ErrorCode, Mode, Packet, Request, DATA_HEADER_LEN};
 use super::path::RequestPath;
 use super::receive::{Reply, WriteTransfer};
 use super::resolver::{DirResolver, Resolver};
-use super::transfer::{Outcome, ReadTransfer, Timing, Transmit};
+use super::sender;
+use super::transfer::{Outcome, ReadTransfer, Timing};
 use super::upload::{Upload, UploadDir};
 
 /// How long shutdown waits for transfers to send their final ERROR.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Stack of a read transfer's thread: the sender needs a few KiB, glibc rounds up to pages.
+const SENDER_STACK: usize = 256 * 1024;
 
 /// Upload bytes buffered before a write to disk.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -336,7 +343,7 @@ impl Transfer {
             client = %self.peer, path = %self.path, size,
             blksize = neg.blksize, window = neg.window, "tftp: read started"
         );
-        let mut machine = ReadTransfer::new(
+        let machine = ReadTransfer::new(
             size,
             neg.blksize,
             neg.window,
@@ -344,65 +351,41 @@ impl Transfer {
             self.timing(&neg),
             now(),
         );
-        let mut reader = BlockReader::new(content, neg.blksize);
-        let mut out = Vec::with_capacity(usize::from(neg.blksize) + DATA_HEADER_LEN);
+        let reader = BlockReader::new(content, neg.blksize);
         let oack = Packet::OptionAck {
             options: neg.reply.clone(),
         }
         .to_bytes();
-        let mut inbuf = vec![0u8; 2048];
-        let mut next = machine.start(now());
-        let sleep = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(sleep);
-        let mut gone = false;
-        loop {
-            if let Some(t) = next.take() {
-                let sent = match t {
-                    Transmit::OptionAck => match sock.send(&oack).await {
-                        Err(e) if is_gone(&e) => Err(SendError::Gone),
-                        _ => Ok(()),
-                    },
-                    Transmit::Blocks { first, last } => {
-                        send_blocks(&sock, &mut reader, first, last, &mut out).await
-                    }
-                    Transmit::Error(e) => {
-                        self.send_error(&sock, &e).await;
-                        Ok(())
-                    }
-                };
-                match sent {
-                    Ok(()) => {}
-                    Err(SendError::Gone) => gone = true,
-                    Err(SendError::Read(e)) => {
-                        tracing::warn!(path = %self.path, "tftp: reading failed: {e}");
-                        let err = TftpError::new(ErrorCode::NotDefined, format!("read error: {e}"));
-                        next = Some(machine.abort(err));
-                        continue;
-                    }
-                }
+        let sock = match sock.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %self.peer, "tftp: cannot hand the socket over: {e}");
+                return;
             }
-            if gone {
-                break;
-            }
-            let Some(deadline) = machine.deadline() else {
-                break;
-            };
-            sleep.as_mut().reset(Instant::from_std(deadline));
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => {
-                    next = Some(machine.abort(TftpError::new(ErrorCode::NotDefined, "server shutting down")));
-                }
-                r = sock.recv(&mut inbuf) => match r {
-                    Ok(n) => match Packet::parse(&inbuf[..n]) {
-                        Ok(p) => next = machine.on_packet(&p, now()),
-                        Err(e) => tracing::debug!(client = %self.peer, "tftp: dropped malformed packet: {e}"),
-                    },
-                    Err(e) if is_gone(&e) => gone = true,
-                    Err(e) => tracing::debug!(client = %self.peer, "tftp: receive failed: {e}"),
-                },
-                _ = &mut sleep => next = machine.on_timeout(now()),
-            }
+        };
+        // The data path runs on its own thread with blocking calls (see `sender`); this task
+        // only waits for it, so the permit and the shutdown drain cover it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cancel = self.cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tftp-read".into())
+            .stack_size(SENDER_STACK)
+            .spawn(move || {
+                let (mut machine, mut reader) = (machine, reader);
+                let ended = sender::run(sock, &mut machine, &mut reader, &oack, &cancel);
+                let _ = tx.send((machine, ended));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(client = %self.peer, path = %self.path, "tftp: cannot start a transfer thread: {e}");
+            return;
+        }
+        let Ok((machine, ended)) = rx.await else {
+            tracing::error!(client = %self.peer, path = %self.path, "tftp: the transfer thread panicked");
+            return;
+        };
+        let gone = ended.gone;
+        if let Some(e) = ended.read_error {
+            tracing::warn!(path = %self.path, "tftp: read transfer failed: {e}");
         }
         let ms = started.elapsed().as_millis();
         match (gone, machine.outcome()) {
@@ -575,34 +558,6 @@ impl Transfer {
             );
         }
     }
-}
-
-enum SendError {
-    Gone,
-    Read(io::Error),
-}
-
-async fn send_blocks(
-    sock: &UdpSocket,
-    reader: &mut BlockReader,
-    first: u64,
-    last: u64,
-    out: &mut Vec<u8>,
-) -> Result<(), SendError> {
-    for n in first..=last {
-        let data = reader.block(n).await.map_err(SendError::Read)?;
-        out.clear();
-        encode_data_header(out, n as u16);
-        out.extend_from_slice(data);
-        if let Err(e) = sock.send(out).await {
-            if is_gone(&e) {
-                return Err(SendError::Gone);
-            }
-            // A full socket buffer or similar: the retransmission timer covers the loss.
-            tracing::debug!("tftp: send of block {n} failed: {e}");
-        }
-    }
-    Ok(())
 }
 
 /// Writes buffered upload bytes on the blocking pool; commits the file when `last`.

@@ -202,6 +202,15 @@ pub fn write_udhcpc_script(dir: &Path) -> PathBuf {
 /// Runs `busybox udhcpc` once on the client's veth with `extra` flags; returns the variables
 /// its script saw at `bound`.
 pub fn udhcpc(lab: &Lab, dir: &Path, extra: &[&str]) -> std::collections::HashMap<String, String> {
+    udhcpc_with_output(lab, dir, extra).0
+}
+
+/// Like [`udhcpc`], and also returns what udhcpc printed (e.g. `sending select for IP`).
+pub fn udhcpc_with_output(
+    lab: &Lab,
+    dir: &Path,
+    extra: &[&str],
+) -> (std::collections::HashMap<String, String>, String) {
     let script = write_udhcpc_script(dir);
     let dump = dir.join("udhcpc.env");
     let _ = std::fs::remove_file(&dump);
@@ -234,10 +243,17 @@ pub fn udhcpc(lab: &Lab, dir: &Path, extra: &[&str]) -> std::collections::HashMa
         String::from_utf8_lossy(&out.stderr)
     );
     let env = std::fs::read_to_string(&dump).expect("udhcpc's script ran at `bound`");
-    env.lines()
+    let env = env
+        .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        .collect();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (env, printed)
 }
 
 /// perfdhcp's counters per exchange ("DISCOVER-OFFER", "REQUEST-ACK").

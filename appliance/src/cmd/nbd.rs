@@ -1,0 +1,171 @@
+//! `labboot nbd`: the NBD server alone, for admins and benchmarks.
+//!
+//! Settings come from flags, or from the `nbd:` section of a labboot YAML config (`--config`)
+//! with flags overriding its scalars and `--export` flags adding to its export list; either way
+//! they pass through [`NbdSettings`]' checks, so a bad value is one line naming the field. The
+//! command builds its own tokio runtime and stops cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use netboot::nbd::{ExportConfig, ExportMode, NbdConfig, NbdServer, NbdSettings};
+
+/// Arguments of `labboot nbd`.
+#[derive(Debug, clap::Args)]
+pub struct NbdArgs {
+    /// Address and port to listen on [default: 0.0.0.0:10809].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// An export: NAME=PATH, optionally followed by :ro (default), :cow or :rw (repeatable).
+    #[arg(long = "export", value_name = "NAME=PATH[:MODE]")]
+    pub exports: Vec<String>,
+    /// Connections served at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Memory of one `cow` connection's overlay before it spills to a temp file, e.g. 64M.
+    #[arg(long, value_name = "SIZE")]
+    pub cow_memory: Option<String>,
+    /// Everything one `cow` connection may write (memory + temp file); beyond: ENOSPC, e.g. 4G.
+    #[arg(long, value_name = "SIZE")]
+    pub cow_limit: Option<String>,
+    /// Directory of the `cow` overlays' temp files [default: the system's temp directory].
+    #[arg(long, value_name = "DIR")]
+    pub cow_spill_dir: Option<PathBuf>,
+    /// Read settings from the `nbd:` section of this YAML file; flags override or add to them.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl NbdArgs {
+    /// Merges the config file (if any) and the flags into one unchecked config.
+    fn to_config(&self) -> anyhow::Result<NbdConfig> {
+        let mut config = match &self.config {
+            Some(path) => read_config(path)?,
+            None => NbdConfig::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
+        if let Some(v) = &self.cow_memory {
+            config.cow_memory_bytes = parse_size("--cow-memory", v)?;
+        }
+        if let Some(v) = &self.cow_limit {
+            config.cow_limit_bytes = parse_size("--cow-limit", v)?;
+        }
+        if let Some(v) = &self.cow_spill_dir {
+            config.cow_spill_dir = Some(v.clone());
+        }
+        for spec in &self.exports {
+            config.exports.push(parse_export(spec)?);
+        }
+        if config.exports.is_empty() {
+            return Err(anyhow!(
+                "no exports: give --export NAME=PATH[:ro|:cow|:rw] (or nbd.exports in --config)"
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Parses `NAME=PATH[:ro|:cow|:rw]`; a path that itself ends in `:xyz` keeps it unless xyz is a mode.
+fn parse_export(spec: &str) -> anyhow::Result<ExportConfig> {
+    let (name, rest) = spec
+        .split_once('=')
+        .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        .ok_or_else(|| anyhow!("--export {spec}: expected NAME=PATH[:ro|:cow|:rw]"))?;
+    let (path, mode) = match rest.rsplit_once(':') {
+        Some((path, mode)) if !path.is_empty() && ["ro", "cow", "rw"].contains(&mode) => {
+            (path, mode.parse().map_err(|e: String| anyhow!(e))?)
+        }
+        _ => (rest, ExportMode::ReadOnly),
+    };
+    Ok(ExportConfig::new(name, path, mode))
+}
+
+/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
+    let v = value.trim();
+    let (digits, shift) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(anyhow!("{flag}: `{value}`: unknown suffix (K, M, G or T)")),
+            };
+            (&v[..i], shift)
+        }
+        _ => (v, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow!("{flag}: `{value}` is not a size like 512K, 64M or 4G"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| anyhow!("{flag}: `{value}` is too large"))
+}
+
+/// Reads the `nbd:` section of a labboot YAML config file.
+fn read_config(path: &Path) -> anyhow::Result<NbdConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read config file {}", path.display()))?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{}: not valid YAML", path.display()))?;
+    let section = doc
+        .get("nbd")
+        .with_context(|| format!("{}: no `nbd:` section", path.display()))?;
+    serde_yaml_ng::from_value(section.clone())
+        .with_context(|| format!("{}: in section `nbd`", path.display()))
+}
+
+/// Runs `labboot nbd`.
+pub fn run(args: NbdArgs) -> anyhow::Result<()> {
+    let settings = NbdSettings::try_from(args.to_config()?)?;
+    let server = NbdServer::new(settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = server.bind().await?;
+        server.run(listener, crate::shutdown::on_signal()?).await?;
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_specs_parse_with_and_without_mode() {
+        let e = parse_export("master=/srv/m.img").unwrap();
+        assert_eq!((e.name.as_str(), e.mode.as_str()), ("master", "ro"));
+        let e = parse_export("job=/srv/j.img:rw").unwrap();
+        assert_eq!(
+            (e.path.to_str(), e.mode.as_str()),
+            (Some("/srv/j.img"), "rw")
+        );
+        let e = parse_export("odd=/srv/a:b").unwrap();
+        assert_eq!((e.path.to_str(), e.mode.as_str()), (Some("/srv/a:b"), "ro"));
+        assert!(parse_export("=/x").is_err());
+        assert!(parse_export("noequals").is_err());
+    }
+
+    #[test]
+    fn sizes_take_suffixes() {
+        assert_eq!(parse_size("f", "4096").unwrap(), 4096);
+        assert_eq!(parse_size("f", "64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("f", "2g").unwrap(), 2 << 30);
+        assert!(parse_size("f", "12Q")
+            .unwrap_err()
+            .to_string()
+            .contains("suffix"));
+        assert!(parse_size("f", "M").is_err());
+        assert!(parse_size("f", "99999999999T").is_err());
+    }
+}

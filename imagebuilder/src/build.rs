@@ -1,0 +1,428 @@
+//! Orchestration: recipe → packages → trees → outputs → manifest, with progress lines.
+//!
+//! Every output is written under a temporary name in the output directory and renamed when
+//! complete, so a failed build leaves no half-written image. The epoch comes from the caller
+//! (the CLI reads `--epoch` or SOURCE_DATE_EPOCH) or the recipe; the library reads no
+//! environment and no clock, which is what makes two builds byte-identical.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::apt::{Apt, PackageInfo};
+use crate::error::{Error, Result};
+use crate::manifest::{Input, Manifest, RecipeRef, SourceFile};
+use crate::modules::{Index, ROOT_MODULES};
+use crate::recipe::{hex, Output, Recipe};
+use crate::tree::Tree;
+use crate::{bootscr, cpio, deb, initrd, rootfs, squashfs, tarball};
+
+/// Where to write, where to cache packages, and an optional epoch override.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Output directory (created if missing).
+    pub out: PathBuf,
+    /// Package cache directory (created if missing).
+    pub cache: PathBuf,
+    /// Overrides the recipe's `epoch`.
+    pub epoch: Option<u32>,
+}
+
+impl Options {
+    /// Options with no epoch override.
+    pub fn new(out: PathBuf, cache: PathBuf) -> Options {
+        Options {
+            out,
+            cache,
+            epoch: None,
+        }
+    }
+}
+
+/// Progress reporting: one line per step; on a terminal, the step line shows elapsed time as
+/// it completes.
+#[derive(Debug)]
+pub struct Progress {
+    tty: bool,
+    quiet: bool,
+    started: Option<(String, Instant)>,
+}
+
+impl Progress {
+    /// Plain lines on stderr.
+    pub fn plain() -> Progress {
+        Progress {
+            tty: false,
+            quiet: false,
+            started: None,
+        }
+    }
+
+    /// A live display if stderr is a terminal, plain lines otherwise.
+    pub fn auto() -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            quiet: false,
+            started: None,
+        }
+    }
+
+    /// Nothing printed.
+    pub fn quiet() -> Progress {
+        Progress {
+            tty: false,
+            quiet: true,
+            started: None,
+        }
+    }
+
+    /// Starts a step, finishing the previous one.
+    pub fn step(&mut self, what: &str) {
+        self.finish();
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K  … {what}");
+        } else {
+            let _ = writeln!(err, "imagebuilder: {what}");
+        }
+        let _ = err.flush();
+        self.started = Some((what.to_string(), Instant::now()));
+    }
+
+    /// A detail of the current step (on a terminal it replaces the step line's tail).
+    pub fn detail(&mut self, what: &str) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let step = self.started.as_ref().map(|(s, _)| s.as_str()).unwrap_or("");
+            let _ = write!(err, "\r\x1b[K  … {step}: {what}");
+        } else {
+            let _ = writeln!(err, "imagebuilder:   {what}");
+        }
+        let _ = err.flush();
+    }
+
+    /// Ends the current step.
+    pub fn finish(&mut self) {
+        if let Some((what, t)) = self.started.take() {
+            if self.tty && !self.quiet {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\r\x1b[K  ✓ {what} ({:.1} s)",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file and a rename.
+fn write_output(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let dest = dir.join(name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        write(&mut f)?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn field_error(recipe: &Recipe, field: String, message: String) -> Error {
+    Error::RecipeField {
+        file: recipe.name.clone(),
+        field,
+        message,
+    }
+}
+
+/// Checks that apt knows every named package, naming the recipe field of the first it doesn't.
+fn check_known(apt: &mut Apt, recipe: &Recipe, field: &str, names: &[String]) -> Result<()> {
+    if let Some(&i) = apt.missing(names)?.first() {
+        return Err(field_error(
+            recipe,
+            format!("{field}[{i}]"),
+            format!(
+                "apt has no package {} for {} (or all)",
+                names[i],
+                recipe.arch.debian()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Follows a kernel metapackage (`linux-image-arm64`) to the versioned image package.
+fn kernel_package(apt: &mut Apt, recipe: &Recipe, name: &str) -> Result<PackageInfo> {
+    let mut info = apt.show(name)?.ok_or_else(|| {
+        field_error(
+            recipe,
+            "kernel.package".into(),
+            format!("apt has no package {name} for {}", recipe.arch.debian()),
+        )
+    })?;
+    for _ in 0..4 {
+        let next = info
+            .depends
+            .iter()
+            .filter_map(|g| g.first())
+            .find(|n| n.starts_with("linux-image-") && n.as_str() != info.name)
+            .cloned();
+        match next {
+            Some(n) => match apt.show(&n)? {
+                Some(i) => info = i,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    Ok(info)
+}
+
+/// Builds every output the recipe asks for into `opts.out`; returns the manifest it wrote.
+pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result<Manifest> {
+    let epoch = opts.epoch.or(recipe.epoch).ok_or_else(|| {
+        field_error(
+            recipe,
+            "epoch".into(),
+            "missing: set epoch in the recipe, SOURCE_DATE_EPOCH or --epoch".into(),
+        )
+    })?;
+    let wants = |o: Output| recipe.outputs.contains(&o);
+    let need_rootfs = wants(Output::Squashfs) || wants(Output::Tar);
+
+    progress.step("resolving packages");
+    let mut apt = Apt::new(recipe.arch, &opts.cache)?;
+    let mut roots: Vec<String> = Vec::new();
+    if need_rootfs {
+        roots.extend(recipe.packages.iter().cloned());
+    }
+    if let (true, Some(spec)) = (wants(Output::Initrd), &recipe.initrd) {
+        roots.extend(spec.packages.iter().cloned());
+    }
+    if let (true, Some(k)) = (
+        wants(Output::Initrd) || wants(Output::Kernel),
+        &recipe.kernel,
+    ) {
+        roots.push(k.package.clone());
+    }
+    roots.sort();
+    roots.dedup();
+    apt.prefetch(&roots)?;
+    let mut sets: Vec<(&str, Vec<PackageInfo>)> = Vec::new();
+    if need_rootfs {
+        check_known(&mut apt, recipe, "packages", &recipe.packages)?;
+        sets.push(("rootfs", apt.resolve(&recipe.packages, &recipe.exclude)?));
+    }
+    if wants(Output::Initrd) {
+        let spec = recipe.initrd.as_ref().expect("checked by Recipe::parse");
+        check_known(&mut apt, recipe, "initrd.packages", &spec.packages)?;
+        sets.push(("initrd", apt.resolve(&spec.packages, &spec.exclude)?));
+    }
+    if wants(Output::Initrd) || wants(Output::Kernel) {
+        let k = recipe.kernel.as_ref().expect("checked by Recipe::parse");
+        sets.push((
+            "kernel",
+            vec![kernel_package(&mut apt, recipe, &k.package)?],
+        ));
+    }
+
+    let mut unique: BTreeMap<String, PackageInfo> = BTreeMap::new();
+    for (_, set) in &sets {
+        for p in set {
+            unique.insert(p.name.clone(), p.clone());
+        }
+    }
+    let all: Vec<PackageInfo> = unique.into_values().collect();
+    progress.step(&format!("fetching {} packages", all.len()));
+    let paths = apt.fetch(&all, |m| progress.detail(m))?;
+    let path_of: BTreeMap<&str, &Path> = all
+        .iter()
+        .map(|p| p.name.as_str())
+        .zip(paths.iter().map(PathBuf::as_path))
+        .collect();
+
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let mut manifest = Manifest {
+        recipe: RecipeRef {
+            name: Path::new(&recipe.name)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            sha256: recipe.sha256.clone(),
+        },
+        arch: recipe.arch.debian().to_string(),
+        suite: recipe.suite.clone(),
+        epoch,
+        kernel_version: None,
+        inputs: Vec::new(),
+        files: recipe
+            .files
+            .iter()
+            .filter_map(|f| {
+                let source = f.source.clone()?;
+                use sha2::Digest;
+                Some(SourceFile {
+                    path: format!("/{}", f.path),
+                    source,
+                    sha256: hex(&sha2::Sha256::digest(&f.data)),
+                })
+            })
+            .collect(),
+        outputs: Vec::new(),
+    };
+    for (role, set) in &sets {
+        for p in set {
+            manifest.inputs.push(Input {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                role: role.to_string(),
+                sha256: p.sha256.clone(),
+                size: p.size,
+            });
+        }
+    }
+    let debs = |role: &str| -> Vec<&Path> {
+        sets.iter()
+            .filter(|(r, _)| *r == role)
+            .flat_map(|(_, s)| s.iter().map(|p| path_of[p.name.as_str()]))
+            .collect()
+    };
+
+    if need_rootfs {
+        progress.step("unpacking the root filesystem");
+        let mut tree = rootfs::merged_usr()?;
+        let n = rootfs::unpack_all(&mut tree, &debs("rootfs"))?;
+        rootfs::configure(&mut tree, recipe)?;
+        progress.detail(&format!(
+            "{n} entries, {:.1} MiB of files",
+            tree.data_size() as f64 / 1048576.0
+        ));
+        if wants(Output::Squashfs) {
+            progress.step("writing rootfs.squashfs");
+            write_output(&opts.out, "rootfs.squashfs", |f| {
+                squashfs::write(&tree, epoch, std::io::BufWriter::new(f)).map(|_| ())
+            })?;
+            manifest.add_output(&opts.out, "rootfs.squashfs")?;
+        }
+        if wants(Output::Tar) {
+            progress.step("writing rootfs.tar.gz");
+            write_output(&opts.out, "rootfs.tar.gz", |f| {
+                tarball::write(&tree, epoch, f)
+            })?;
+            manifest.add_output(&opts.out, "rootfs.tar.gz")?;
+        }
+    }
+
+    if wants(Output::Initrd) || wants(Output::Kernel) {
+        let kernel = recipe.kernel.as_ref().expect("checked by Recipe::parse");
+        let kdeb = debs("kernel")[0];
+        let (index, order) = if wants(Output::Initrd) {
+            progress.step("reading kernel modules");
+            let index = Index::scan(kdeb)?;
+            let mut wanted: Vec<(String, String)> = ROOT_MODULES
+                .iter()
+                .map(|m| (m.to_string(), "built-in root modules".to_string()))
+                .collect();
+            for (i, m) in kernel.modules.iter().enumerate() {
+                wanted.push((m.clone(), format!("{}: kernel.modules[{i}]", recipe.name)));
+            }
+            let order = index.load_order(&wanted)?;
+            progress.detail(&format!(
+                "{} of {} modules for kernel {}",
+                order.len(),
+                index.modules.len(),
+                index.version
+            ));
+            manifest.kernel_version = Some(index.version.clone());
+            (index, order)
+        } else {
+            (Index::default(), Vec::new())
+        };
+        progress.step("extracting the kernel");
+        let mut wanted_paths: BTreeMap<&str, &str> = BTreeMap::new();
+        for name in &order {
+            let m = &index.modules[name];
+            wanted_paths.insert(m.package_path.as_str(), m.rel.as_str());
+        }
+        let mut ktree = Tree::new();
+        let mut vmlinuz: Option<Vec<u8>> = None;
+        deb::visit(kdeb, |e| {
+            if e.link == deb::Link::File && e.path.starts_with("boot/vmlinuz-") {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(e.reader, &mut data)
+                    .map_err(|err| Error::io(kdeb, err))?;
+                vmlinuz = Some(data);
+            } else if let Some(rel) = wanted_paths.get(e.path.as_str()) {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(e.reader, &mut data)
+                    .map_err(|err| Error::io(kdeb, err))?;
+                let data = crate::modules::decompress(data)?;
+                ktree.insert(
+                    &format!("lib/modules/{}/{rel}", index.version),
+                    crate::tree::Node::file(0o644, data),
+                )?;
+            }
+            Ok(())
+        })?;
+        let kname = sets
+            .iter()
+            .find(|(r, _)| *r == "kernel")
+            .map(|(_, s)| s[0].name.clone())
+            .unwrap_or_default();
+        let vmlinuz =
+            vmlinuz.ok_or_else(|| Error::package(&kname, "no /boot/vmlinuz-* in the package"))?;
+        if wants(Output::Kernel) {
+            write_output(&opts.out, "vmlinuz", |f| {
+                f.write_all(&vmlinuz).map_err(|e| Error::io("vmlinuz", e))
+            })?;
+            manifest.add_output(&opts.out, "vmlinuz")?;
+        }
+        if wants(Output::Initrd) {
+            progress.step("unpacking initrd packages");
+            let mut pkgs = rootfs::merged_usr()?;
+            rootfs::unpack_all(&mut pkgs, &debs("initrd"))?;
+            let tree = initrd::build(recipe.arch, &pkgs, &index, &ktree, &order)?;
+            progress.step("writing initrd.cpio.gz");
+            let archive = cpio::newc(&tree, epoch);
+            let gz = cpio::gzip(&archive).map_err(|e| Error::step("initrd", e.to_string()))?;
+            write_output(&opts.out, "initrd.cpio.gz", |f| {
+                f.write_all(&gz).map_err(|e| Error::io("initrd.cpio.gz", e))
+            })?;
+            manifest.add_output(&opts.out, "initrd.cpio.gz")?;
+        }
+    }
+
+    if wants(Output::Bootscr) {
+        let boot = recipe.boot.as_ref().expect("checked by Recipe::parse");
+        let img = bootscr::image(recipe.arch, boot, epoch)?;
+        write_output(&opts.out, "boot.scr", |f| {
+            f.write_all(&img).map_err(|e| Error::io("boot.scr", e))
+        })?;
+        manifest.add_output(&opts.out, "boot.scr")?;
+    }
+
+    progress.step("writing manifest.json");
+    let json = manifest.to_json();
+    write_output(&opts.out, "manifest.json", |f| {
+        f.write_all(json.as_bytes())
+            .map_err(|e| Error::io("manifest.json", e))
+    })?;
+    progress.finish();
+    Ok(manifest)
+}

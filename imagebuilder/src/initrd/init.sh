@@ -1,0 +1,102 @@
+#!/bin/sh
+# labboot initrd /init: network up by DHCP, root attached read-only (NBD or NFS), overlayfs
+# with a tmpfs upper layer, switch_root. On any failure: one line naming the step, then a shell.
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+step=start
+fail() {
+	echo "labboot-initrd: step $step failed: $*"
+	echo "labboot-initrd: dropping to a shell"
+	exec sh </dev/console >/dev/console 2>&1
+}
+
+board=
+root=
+agent=
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	labboot.board=*) board=${arg#labboot.board=} ;;
+	labboot.root=*) root=${arg#labboot.root=} ;;
+	labboot.agent=*) agent=${arg#labboot.agent=} ;;
+	esac
+done
+
+step=cmdline
+[ -n "$root" ] || fail "no labboot.root= on the kernel command line"
+
+step=modules
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "$m" || fail "insmod $m"
+done </etc/labboot/modules
+
+step=network
+iface=
+tries=0
+while [ -z "$iface" ] && [ "$tries" -lt 50 ]; do
+	for d in /sys/class/net/*; do
+		n=${d##*/}
+		[ "$n" = lo ] && continue
+		iface=$n
+		break
+	done
+	[ -n "$iface" ] || sleep 0.1
+	tries=$((tries + 1))
+done
+[ -n "$iface" ] || fail "no network interface appeared"
+ip link set lo up
+ip link set "$iface" up || fail "ip link set $iface up"
+set -- -i "$iface" -n -q -t 10 -T 2 -s /etc/labboot/udhcpc.script
+[ -n "$board" ] && set -- "$@" -V "labboot:$board"
+udhcpc "$@" || fail "no DHCP lease on $iface"
+
+step=root
+mkdir -p /lower /rw /newroot
+case "$root" in
+nbd:*)
+	spec=${root#nbd:}
+	host=${spec%%:*}
+	rest=${spec#*:}
+	port=${rest%%/*}
+	export=${rest#*/}
+	[ "$host" != "$spec" ] && [ "$port" != "$rest" ] || fail "labboot.root=$root is not nbd:HOST:PORT/EXPORT"
+	nbd-client "$host" "$port" /dev/nbd0 -N "$export" -R || fail "nbd-client $host $port -N $export"
+	mount -t squashfs -o ro /dev/nbd0 /lower 2>/dev/null ||
+		mount -t ext4 -o ro,noload /dev/nbd0 /lower || fail "mount /dev/nbd0 read-only"
+	lower="nbd:$host:$port/$export"
+	;;
+nfs:*)
+	spec=${root#nfs:}
+	mount -t nfs -o ro,nolock,vers=3 "$spec" /lower || fail "mount nfs $spec read-only"
+	lower="nfs:$spec"
+	;;
+*) fail "labboot.root=$root is neither nbd:HOST:PORT/EXPORT nor nfs:HOST:/PATH" ;;
+esac
+
+step=overlay
+mount -t tmpfs -o mode=0755 tmpfs /rw || fail "mount tmpfs"
+mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
+	fail "mount overlay"
+
+step=switch_root
+mkdir -p /newroot/run/labboot/lower /newroot/run/labboot/rw /newroot/dev /newroot/etc
+mount --move /lower /newroot/run/labboot/lower || fail "mount --move /lower"
+mount --move /rw /newroot/run/labboot/rw || fail "mount --move /rw"
+{
+	echo "LABBOOT_BOARD='$board'"
+	echo "LABBOOT_ROOT='$lower'"
+	echo "LABBOOT_AGENT='$agent'"
+	echo "LABBOOT_IFACE='$iface'"
+} >/newroot/run/labboot/env
+[ -f /etc/resolv.conf ] && cp /etc/resolv.conf /newroot/etc/resolv.conf
+mount --move /dev /newroot/dev || fail "mount --move /dev"
+umount /sys
+umount /proc
+exec switch_root /newroot /sbin/init
+echo "labboot-initrd: step switch_root failed: exec switch_root /newroot /sbin/init"
+exec sh

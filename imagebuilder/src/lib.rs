@@ -1,0 +1,38 @@
+//! imagebuilder: a recipe in, a reproducible master root filesystem, initrd and kernel out.
+//!
+//! Built for a board's architecture on an x86 host with no chroot, no qemu-user and no root:
+//! packages of the target arch come from the host's apt ([`apt`]), are unpacked from their
+//! `data.tar.*` without running maintainer scripts ([`deb`]) into an in-memory [`tree::Tree`]
+//! that keeps modes and owners, get the recipe's configuration, and are written as squashfs
+//! ([`squashfs`]), cpio newc ([`cpio`]) and a manifest ([`manifest`]). The initrd's nbd-client
+//! closure is found by reading ELF headers ([`elf`]), its modules' dependencies from `.modinfo`
+//! ([`modules`]). Same recipe, same packages, same epoch → the same bytes.
+//!
+//! ```no_run
+//! use imagebuilder::{build, recipe::Recipe};
+//! let recipe = Recipe::load("imagebuilder/recipes/master-arm64.yaml".as_ref())?;
+//! let opts = build::Options::new("out".into(), "cache".into());
+//! let manifest = build::build(&recipe, &opts, &mut build::Progress::plain())?;
+//! println!("{} outputs", manifest.outputs.len());
+//! # Ok::<(), imagebuilder::Error>(())
+//! ```
+//!
+//! Not done here: `base` tarballs/directories, ext4 images and dtbs.
+
+pub mod apt;
+pub mod bootscr;
+pub mod build;
+pub mod cpio;
+pub mod deb;
+pub mod elf;
+mod error;
+pub mod initrd;
+pub mod manifest;
+pub mod modules;
+pub mod recipe;
+pub mod rootfs;
+pub mod squashfs;
+pub mod tarball;
+pub mod tree;
+
+pub use error::{Error, Result};

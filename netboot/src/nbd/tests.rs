@@ -1,0 +1,361 @@
+//! In-process tests of the whole server over loopback with a raw-byte client: run-time removal
+//! of exports, malformed and out-of-range requests, pipelining, shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::proto::*;
+use super::*;
+
+/// Byte `i` of every test image.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+fn image(len: u64) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let data: Vec<u8> = (0..len).map(pattern).collect();
+    std::fs::write(f.path(), data).unwrap();
+    f
+}
+
+struct Running {
+    addr: SocketAddr,
+    table: ExportTable,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(exports: Vec<Export>, cow_limit: u64) -> Running {
+    let config = NbdConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cow_memory_bytes: cow_limit / 2,
+        cow_limit_bytes: cow_limit,
+        ..NbdConfig::default()
+    };
+    let server = NbdServer::new(NbdSettings::try_from(config).unwrap()).unwrap();
+    let table = server.table();
+    for e in exports {
+        table.add(e).unwrap();
+    }
+    let listener = server.bind().await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(server.run(listener, async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        table,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+struct Client {
+    s: TcpStream,
+    structured: bool,
+}
+
+/// Option replies up to and including the final ACK or error: (type, data).
+async fn option_replies(s: &mut TcpStream) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let mut h = [0u8; 20];
+        s.read_exact(&mut h).await.unwrap();
+        assert_eq!(&h[..8], &REPLY_MAGIC.to_be_bytes());
+        let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+        let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+        let mut data = vec![0; len as usize];
+        s.read_exact(&mut data).await.unwrap();
+        out.push((kind, data));
+        if kind != REP_INFO && kind != REP_SERVER {
+            return out;
+        }
+    }
+}
+
+fn option(code: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = IHAVEOPT.to_be_bytes().to_vec();
+    v.extend_from_slice(&code.to_be_bytes());
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+impl Client {
+    /// Greets, optionally negotiates structured replies, and sends GO for `name`.
+    async fn go(addr: SocketAddr, name: &str, structured: bool) -> Result<Client, u32> {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut greeting = [0u8; 18];
+        s.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting[..16], b"NBDMAGICIHAVEOPT");
+        s.write_all(&3u32.to_be_bytes()).await.unwrap();
+        if structured {
+            s.write_all(&option(OPT_STRUCTURED_REPLY, &[]))
+                .await
+                .unwrap();
+            assert_eq!(option_replies(&mut s).await[0].0, REP_ACK);
+        }
+        let mut data = (name.len() as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(name.as_bytes());
+        data.extend_from_slice(&[0, 0]);
+        s.write_all(&option(OPT_GO, &data)).await.unwrap();
+        let replies = option_replies(&mut s).await;
+        match replies.last().unwrap().0 {
+            REP_ACK => Ok(Client { s, structured }),
+            err => Err(err),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        handle: u64,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+    ) {
+        let mut v = Vec::with_capacity(28 + data.len());
+        v.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        v.extend_from_slice(&flags.to_be_bytes());
+        v.extend_from_slice(&kind.to_be_bytes());
+        v.extend_from_slice(&handle.to_be_bytes());
+        v.extend_from_slice(&offset.to_be_bytes());
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(data);
+        self.s.write_all(&v).await.unwrap();
+    }
+
+    /// One reply: (handle, errno, data). Simple replies to reads carry `read_len` bytes.
+    async fn reply(&mut self, read_len: usize) -> (u64, u32, Vec<u8>) {
+        if !self.structured {
+            let mut h = [0u8; 16];
+            self.s.read_exact(&mut h).await.unwrap();
+            assert_eq!(&h[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
+            let errno = u32::from_be_bytes(h[4..8].try_into().unwrap());
+            let handle = u64::from_be_bytes(h[8..16].try_into().unwrap());
+            let mut data = vec![0; if errno == 0 { read_len } else { 0 }];
+            self.s.read_exact(&mut data).await.unwrap();
+            return (handle, errno, data);
+        }
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h).await.unwrap();
+        assert_eq!(&h[..4], &STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        let flags = u16::from_be_bytes(h[4..6].try_into().unwrap());
+        assert_eq!(flags, REPLY_FLAG_DONE);
+        let kind = u16::from_be_bytes(h[6..8].try_into().unwrap());
+        let handle = u64::from_be_bytes(h[8..16].try_into().unwrap());
+        let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+        let mut payload = vec![0; len as usize];
+        self.s.read_exact(&mut payload).await.unwrap();
+        match kind {
+            REPLY_TYPE_NONE => (handle, 0, Vec::new()),
+            REPLY_TYPE_OFFSET_DATA => (handle, 0, payload[8..].to_vec()),
+            REPLY_TYPE_ERROR => (
+                handle,
+                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                Vec::new(),
+            ),
+            other => panic!("unexpected chunk type {other}"),
+        }
+    }
+
+    /// Whether the server closed the connection (EOF or reset) within a few seconds.
+    async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+fn expected(offset: u64, len: u64) -> Vec<u8> {
+    (offset..offset + len).map(pattern).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_export_closes_its_connections_only() {
+    let a = image(1 << 20);
+    let b = image(1 << 20);
+    let server = start(
+        vec![
+            Export::open("a", a.path(), ExportMode::ReadOnly).unwrap(),
+            Export::open("b", b.path(), ExportMode::CopyOnWrite).unwrap(),
+        ],
+        1 << 20,
+    )
+    .await;
+    let mut on_a = Vec::new();
+    for _ in 0..3 {
+        on_a.push(Client::go(server.addr, "a", true).await.unwrap());
+    }
+    let mut on_b = Client::go(server.addr, "b", false).await.unwrap();
+    for c in &mut on_a {
+        c.send(CMD_READ, 0, 1, 4096, 100, &[]).await;
+        assert_eq!(c.reply(100).await, (1, 0, expected(4096, 100)));
+    }
+    assert_eq!(server.table.connections("a"), Some(3));
+
+    assert!(server.table.remove("a").is_some());
+    for c in &mut on_a {
+        assert!(
+            c.closed().await,
+            "connection to the removed export stays open"
+        );
+    }
+    // A new client no longer finds it; the other export still works.
+    assert_eq!(
+        Client::go(server.addr, "a", true).await.err(),
+        Some(REP_ERR_UNKNOWN)
+    );
+    on_b.send(CMD_READ, 0, 9, 0, 16, &[]).await;
+    assert_eq!(on_b.reply(16).await, (9, 0, expected(0, 16)));
+    // Added back at run time, it is served again.
+    server
+        .table
+        .add(Export::open("a", a.path(), ExportMode::ReadOnly).unwrap())
+        .unwrap();
+    let mut again = Client::go(server.addr, "a", false).await.unwrap();
+    again.send(CMD_READ, 0, 2, 100, 10, &[]).await;
+    assert_eq!(again.reply(10).await, (2, 0, expected(100, 10)));
+    server.stop().await;
+    assert!(again.closed().await, "shutdown closes connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_error_replies_and_bad_frames_a_disconnect() {
+    let f = image(100_000);
+    let server = start(
+        vec![
+            Export::open("ro", f.path(), ExportMode::ReadOnly).unwrap(),
+            Export::open("cow", f.path(), ExportMode::CopyOnWrite).unwrap(),
+        ],
+        64 * 1024,
+    )
+    .await;
+    for structured in [false, true] {
+        let mut c = Client::go(server.addr, "ro", structured).await.unwrap();
+        c.send(CMD_READ, 0, 1, 99_990, 11, &[]).await;
+        assert_eq!(c.reply(11).await.1, errno::EINVAL, "read past the end");
+        c.send(CMD_READ, 0, 2, u64::MAX - 5, 10, &[]).await;
+        assert_eq!(c.reply(10).await.1, errno::EINVAL, "offset overflow");
+        c.send(CMD_READ, 0, 3, 0, MAX_PAYLOAD + 1, &[]).await;
+        assert_eq!(c.reply(0).await.1, errno::EINVAL, "read above 32 MiB");
+        c.send(CMD_WRITE, 0, 4, 0, 3, b"abc").await;
+        assert_eq!(c.reply(0).await.1, errno::EPERM, "write to ro");
+        c.send(CMD_WRITE_ZEROES, 0, 5, 0, 3, &[]).await;
+        assert_eq!(c.reply(0).await.1, errno::EPERM, "zeroes to ro");
+        c.send(77, 0, 6, 0, 0, &[]).await;
+        assert_eq!(c.reply(0).await.1, errno::EINVAL, "unknown command");
+        c.send(CMD_READ, 0, 7, 99_990, 10, &[]).await;
+        assert_eq!(c.reply(10).await, (7, 0, expected(99_990, 10)));
+        // A frame with a bad magic: the stream is out of step, so the server hangs up.
+        c.s.write_all(&[0xde; 28]).await.unwrap();
+        assert!(c.closed().await);
+    }
+    // A write announcing more than 32 MiB is not read: disconnect.
+    let mut c = Client::go(server.addr, "cow", true).await.unwrap();
+    c.send(CMD_WRITE, 0, 1, 0, MAX_PAYLOAD + 1, &[]).await;
+    assert!(c.closed().await);
+    // The overlay limit gives ENOSPC and leaves the connection usable.
+    let mut c = Client::go(server.addr, "cow", true).await.unwrap();
+    c.send(CMD_WRITE, 0, 1, 0, 40_000, &[1; 40_000]).await;
+    assert_eq!(c.reply(0).await.1, 0);
+    c.send(CMD_WRITE, 0, 2, 50_000, 40_000, &[2; 40_000]).await;
+    assert_eq!(c.reply(0).await.1, errno::ENOSPC);
+    c.send(CMD_READ, 0, 3, 39_998, 4, &[]).await;
+    let mut want = vec![1, 1];
+    want.extend(expected(40_000, 2));
+    assert_eq!(c.reply(4).await, (3, 0, want));
+    // A client that hangs up mid-handshake or sends garbage options is just logged.
+    let mut raw = TcpStream::connect(server.addr).await.unwrap();
+    let mut g = [0u8; 18];
+    raw.read_exact(&mut g).await.unwrap();
+    raw.write_all(&[0, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9])
+        .await
+        .unwrap();
+    raw.write_all(&[0; 8]).await.unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(raw.read(&mut b).await.unwrap(), 0);
+    // And the server still serves.
+    let mut c = Client::go(server.addr, "ro", false).await.unwrap();
+    c.send(CMD_READ, 0, 1, 0, 8, &[]).await;
+    assert_eq!(c.reply(8).await, (1, 0, expected(0, 8)));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_all_complete_and_disc_waits_for_them() {
+    let f = image(4 << 20);
+    let server = start(
+        vec![Export::open("cow", f.path(), ExportMode::CopyOnWrite).unwrap()],
+        8 << 20,
+    )
+    .await;
+    let mut c = Client::go(server.addr, "cow", true).await.unwrap();
+    // 64 reads of 64 KiB sent back to back, then a write and a disconnect.
+    for i in 0..64u64 {
+        c.send(CMD_READ, 0, 1000 + i, i * 65536, 65536, &[]).await;
+    }
+    c.send(CMD_WRITE, CMD_FLAG_FUA, 5, 10, 4, b"data").await;
+    c.send(CMD_FLUSH, 0, 6, 0, 0, &[]).await;
+    c.send(CMD_DISC, 0, 7, 0, 0, &[]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..66 {
+        let (handle, errno, data) = c.reply(0).await;
+        assert_eq!(errno, 0, "handle {handle}");
+        if handle >= 1000 {
+            assert_eq!(data, expected((handle - 1000) * 65536, 65536));
+        }
+        assert!(seen.insert(handle));
+    }
+    assert!(c.closed().await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_of_exactly_32_mib_are_served() {
+    let len = MAX_PAYLOAD as u64 + 4096;
+    let f = image(len);
+    let server = start(
+        vec![Export::open("rw", f.path(), ExportMode::ReadWrite).unwrap()],
+        1 << 20,
+    )
+    .await;
+    let mut c = Client::go(server.addr, "rw", true).await.unwrap();
+    c.send(CMD_READ, 0, 1, 4096, MAX_PAYLOAD, &[]).await;
+    let (handle, errno, data) = c.reply(0).await;
+    assert_eq!((handle, errno), (1, 0));
+    assert!(
+        data == expected(4096, MAX_PAYLOAD as u64),
+        "32 MiB read differs"
+    );
+    let payload: Vec<u8> = (0..MAX_PAYLOAD).map(|i| (i % 253) as u8).collect();
+    c.send(CMD_WRITE, CMD_FLAG_FUA, 2, 0, MAX_PAYLOAD, &payload)
+        .await;
+    assert_eq!(c.reply(0).await, (2, 0, Vec::new()));
+    c.send(CMD_DISC, 0, 3, 0, 0, &[]).await;
+    assert!(c.closed().await);
+    let on_disk = std::fs::read(f.path()).unwrap();
+    assert!(on_disk[..MAX_PAYLOAD as usize] == payload[..]);
+    assert!(on_disk[MAX_PAYLOAD as usize..] == expected(MAX_PAYLOAD as u64, 4096)[..]);
+    server.stop().await;
+}

@@ -1,0 +1,378 @@
+//! NFS configuration in two steps: [`NfsConfig`] is what YAML (the `nfs:` section of labboot's
+//! config) or CLI flags fill in; [`NfsSettings`] is the checked form the server runs with.
+//!
+//! Every error names its field (`nfs.exports[1].dir …`), and export specs given on the command
+//! line (`/NAME=DIR[:ro|:rw]`) go through the same checks as the YAML list.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The `nfs:` section of the configuration, as written by people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NfsConfig {
+    /// Address and port of NFS and MOUNT (one TCP port serves both).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address of the portmap (rpcbind v2) responder, usually port 111; none when absent.
+    #[serde(default)]
+    pub portmap: Option<SocketAddr>,
+    /// Exports served from the start; more can be added at run time.
+    #[serde(default)]
+    pub exports: Vec<ExportConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 2049))
+}
+
+impl Default for NfsConfig {
+    fn default() -> NfsConfig {
+        NfsConfig {
+            listen: default_listen(),
+            portmap: None,
+            exports: Vec::new(),
+        }
+    }
+}
+
+/// Whether clients may change an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Read-only: every change is refused with `NFS3ERR_ROFS`.
+    #[default]
+    Ro,
+    /// Read-write.
+    Rw,
+}
+
+/// One export, as written in YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    /// The path clients mount, e.g. `/master` or `/jobs/42`.
+    pub name: String,
+    /// The directory served.
+    pub dir: PathBuf,
+    /// `ro` (default) or `rw`.
+    #[serde(default)]
+    pub access: Access,
+    /// Client addresses or networks (`10.0.0.7`, `10.0.0.0/24`) allowed; everyone when empty.
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+impl ExportConfig {
+    /// Parses the command-line form `/NAME=DIR[:ro|:rw]` (read-only unless `:rw`).
+    pub fn parse_spec(spec: &str) -> Result<ExportConfig, ConfigError> {
+        let (name, rest) = spec.split_once('=').ok_or_else(|| {
+            bad(
+                "exports".into(),
+                format!("{spec:?} is not /NAME=DIR[:ro|:rw]"),
+            )
+        })?;
+        let (dir, access) = if let Some(d) = rest.strip_suffix(":rw") {
+            (d, Access::Rw)
+        } else if let Some(d) = rest.strip_suffix(":ro") {
+            (d, Access::Ro)
+        } else {
+            (rest, Access::Ro)
+        };
+        Ok(ExportConfig {
+            name: name.to_string(),
+            dir: PathBuf::from(dir),
+            access,
+            clients: Vec::new(),
+        })
+    }
+}
+
+/// A configuration value that is wrong; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nfs.{field} {problem}")]
+pub struct ConfigError {
+    /// The field, as spelled in YAML (with its list index).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn bad(field: String, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// A client address or network an export is limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl ClientNet {
+    /// Parses `ADDR` or `ADDR/PREFIX`.
+    pub fn parse(s: &str) -> Option<ClientNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(ClientNet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A checked export: canonical directory, valid name, parsed client networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSpec {
+    name: String,
+    dir: PathBuf,
+    access: Access,
+    clients: Vec<ClientNet>,
+}
+
+impl ExportSpec {
+    /// Checks one export; `field` prefixes error messages (e.g. `exports[0]`).
+    pub fn check(c: &ExportConfig, field: &str) -> Result<ExportSpec, ConfigError> {
+        check_name(&c.name).map_err(|p| bad(format!("{field}.name"), p))?;
+        let dir = c
+            .dir
+            .canonicalize()
+            .map_err(|e| bad(format!("{field}.dir"), format!("{}: {e}", c.dir.display())))?;
+        if !dir.is_dir() {
+            return Err(bad(
+                format!("{field}.dir"),
+                format!("{} is not a directory", c.dir.display()),
+            ));
+        }
+        let mut clients = Vec::new();
+        for (i, s) in c.clients.iter().enumerate() {
+            clients.push(ClientNet::parse(s).ok_or_else(|| {
+                bad(
+                    format!("{field}.clients[{i}]"),
+                    format!("{s:?} is not an address or ADDR/PREFIX"),
+                )
+            })?);
+        }
+        Ok(ExportSpec {
+            name: c.name.clone(),
+            dir,
+            access: c.access,
+            clients,
+        })
+    }
+
+    /// The path clients mount.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The canonical directory served.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Read-only or read-write.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+    /// Whether a client at `ip` may use this export.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.clients.is_empty() || self.clients.iter().any(|n| n.contains(ip))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let Some(rest) = name.strip_prefix('/') else {
+        return Err(format!("{name:?} must start with /"));
+    };
+    if rest.is_empty() || name.len() > 1024 {
+        return Err(format!(
+            "{name:?} must name a path below / (at most 1024 bytes)"
+        ));
+    }
+    for part in rest.split('/') {
+        let ok = !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{name:?}: each component must be letters, digits or ._-+@ (no empty, . or ..)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checked NFS settings; build them with `NfsSettings::try_from(config)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NfsSettings {
+    listen: SocketAddr,
+    portmap: Option<SocketAddr>,
+    exports: Vec<ExportSpec>,
+}
+
+impl TryFrom<NfsConfig> for NfsSettings {
+    type Error = ConfigError;
+
+    fn try_from(c: NfsConfig) -> Result<NfsSettings, ConfigError> {
+        let mut exports: Vec<ExportSpec> = Vec::new();
+        for (i, e) in c.exports.iter().enumerate() {
+            let field = format!("exports[{i}]");
+            let spec = ExportSpec::check(e, &field)?;
+            if exports.iter().any(|x| x.name == spec.name) {
+                return Err(bad(
+                    format!("{field}.name"),
+                    format!("{:?} is exported twice", spec.name),
+                ));
+            }
+            exports.push(spec);
+        }
+        Ok(NfsSettings {
+            listen: c.listen,
+            portmap: c.portmap,
+            exports,
+        })
+    }
+}
+
+impl NfsSettings {
+    /// Address and port of NFS and MOUNT.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+    /// Address of the portmap responder, if any.
+    pub fn portmap(&self) -> Option<SocketAddr> {
+        self.portmap
+    }
+    /// Exports served from the start.
+    pub fn exports(&self) -> &[ExportSpec] {
+        &self.exports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_section() {
+        let d = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "listen: 127.0.0.1:2049\nportmap: 127.0.0.1:111\nexports:\n  - name: /master\n    dir: {}\n  - name: /jobs/42\n    dir: {}\n    access: rw\n    clients: [10.0.0.0/24, 127.0.0.1]\n",
+            d.path().display(),
+            d.path().display()
+        );
+        let c: NfsConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+        let s = NfsSettings::try_from(c).unwrap();
+        assert_eq!(s.exports()[0].access(), Access::Ro);
+        assert_eq!(s.exports()[1].access(), Access::Rw);
+        assert!(s.exports()[1].allows("10.0.0.9".parse().unwrap()));
+        assert!(s.exports()[1].allows("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!s.exports()[1].allows("10.0.1.9".parse().unwrap()));
+        assert!(s.exports()[0].allows("192.0.2.1".parse().unwrap()));
+        assert_eq!(s.portmap(), Some("127.0.0.1:111".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = serde_yaml_ng::from_str::<NfsConfig>("exports: []\nport: 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `port`"), "{err}");
+    }
+
+    #[test]
+    fn specs_from_the_command_line() {
+        let e = ExportConfig::parse_spec("/a=/srv/x:y:rw").unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.dir.as_path(), e.access),
+            ("/a", Path::new("/srv/x:y"), Access::Rw)
+        );
+        let e = ExportConfig::parse_spec("/a=/srv/x").unwrap();
+        assert_eq!(e.access, Access::Ro);
+        assert!(ExportConfig::parse_spec("/srv/x").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = ExportConfig {
+            name: "/a".into(),
+            dir: d.path().into(),
+            access: Access::Ro,
+            clients: vec![],
+        };
+        let cases = [
+            (
+                ExportConfig {
+                    name: "a".into(),
+                    ..ok.clone()
+                },
+                "nfs.exports[1].name \"a\" must start with /",
+            ),
+            (
+                ExportConfig {
+                    name: "/a/../b".into(),
+                    ..ok.clone()
+                },
+                "nfs.exports[1].name \"/a/../b\": each component must be letters, digits or ._-+@ (no empty, . or ..)",
+            ),
+            (
+                ExportConfig {
+                    clients: vec!["10.0.0.0/33".into()],
+                    ..ok.clone()
+                },
+                "nfs.exports[1].clients[0] \"10.0.0.0/33\" is not an address or ADDR/PREFIX",
+            ),
+            (ok.clone(), "nfs.exports[1].name \"/a\" is exported twice"),
+        ];
+        for (e, want) in cases {
+            let c = NfsConfig {
+                exports: vec![ok.clone(), e],
+                ..NfsConfig::default()
+            };
+            assert_eq!(NfsSettings::try_from(c).unwrap_err().to_string(), want);
+        }
+        let c = NfsConfig {
+            exports: vec![ExportConfig {
+                dir: "/nonexistent/x".into(),
+                ..ok
+            }],
+            ..NfsConfig::default()
+        };
+        let e = NfsSettings::try_from(c).unwrap_err();
+        assert_eq!(e.field, "exports[0].dir");
+    }
+}

@@ -1,0 +1,33 @@
+//! NFSv3 + MOUNT v3 over TCP, serving directories, with a small portmap responder.
+//!
+//! * [`NfsServer`] binds, runs until a shutdown future completes, and hands out its
+//!   [`ExportTable`], through which exports are added and removed while it runs.
+//! * [`NfsConfig`] / [`NfsSettings`] are the `nfs:` YAML section and its checked form.
+//!
+//! **Why not nfsserve or nfs3_server.** The design card named nfsserve 0.11; its maintained fork
+//! nfs3_server 0.11.1 fixes two of its gaps (the handle generation can be fixed, so handles can
+//! survive a restart; READDIR honours the cookie) and adds COMMIT. Both still lack what a root
+//! filesystem needs: MKNOD (device nodes, FIFOs) and LINK (hard links) are not implemented
+//! (`PROC_UNAVAIL`), the filesystem trait never sees the client's address (so exports cannot be
+//! limited to a board), one listener serves exactly one export (no table changed at run time),
+//! and their XDR decoders allocate whatever length a call announces before reading it. Patching
+//! around all of that would leave little of either crate in use, so labboot carries its own
+//! protocol layer, written for this purpose: [`xdr`] (bounded decoding), [`rpc`] (record marking,
+//! call headers), [`proto`] (the procedures), on the filesystem layer [`fs`] (confinement,
+//! stable handles, credentials) that either crate would have needed anyway.
+//!
+//! What it leaves out: NFSv2 and v4, UDP for NFS itself (portmap answers on UDP and TCP), NLM
+//! locking (clients mount with `nolock`, as an NFS root does), and RPCSEC_GSS.
+
+pub mod config;
+pub mod exports;
+pub mod fs;
+pub mod proto;
+pub mod rpc;
+pub mod server;
+pub mod status;
+pub mod xdr;
+
+pub use config::{Access, ExportConfig, NfsConfig, NfsSettings};
+pub use exports::{ExportError, ExportTable};
+pub use server::NfsServer;
