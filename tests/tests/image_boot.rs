@@ -1,6 +1,6 @@
 //! The master boots: `labboot image build` of the shipped recipe, then QEMU arm64 with
 //! `-kernel vmlinuz -initrd initrd.cpio.gz` (no firmware) in a private network namespace,
-//! dnsmasq for DHCP and `qemu-nbd -r` serving rootfs.squashfs read-only. The board must print
+//! `labboot dhcp` for DHCP and `labboot nbd` serving rootfs.squashfs read-only. The board must print
 //! `labboot-master board=<id> root=<ro lower> overlay=tmpfs`, accept a file written in `/`,
 //! and leave the image file's sha256 unchanged.
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 use labboot_tests::binary::{labboot_bin, workspace_root};
 use labboot_tests::console::Console;
 use labboot_tests::netns::Netns;
+use labboot_tests::process::ServerProcess;
 use labboot_tests::require;
 use sha2::{Digest, Sha256};
 
@@ -24,20 +25,6 @@ impl Drop for Guard {
     }
 }
 
-/// qemu-nbd started with `--fork`, killed by the pid it wrote.
-struct NbdGuard(PathBuf);
-
-impl Drop for NbdGuard {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: kill(2) on the pid qemu-nbd wrote for itself; no memory is involved.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        }
-    }
-}
-
 fn sha256(path: &Path) -> String {
     let data = std::fs::read(path).unwrap();
     Sha256::digest(&data)
@@ -48,11 +35,7 @@ fn sha256(path: &Path) -> String {
 
 #[test]
 fn master_boots_over_nbd_with_a_tmpfs_overlay() {
-    if !(require::root()
-        && require::tool("qemu-system-aarch64")
-        && require::tool("qemu-nbd")
-        && require::tool("dnsmasq"))
-    {
+    if !(require::root() && require::tool("qemu-system-aarch64")) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -75,43 +58,37 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
 
     let ns = Netns::new("ib").unwrap();
     let tap = ns.add_tap("ibtap0", "10.77.0.1/24").unwrap();
-    let _dnsmasq = Guard(
-        ns.command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--port=0",
-                "--bind-interfaces",
-                "--no-ping",
-            ])
-            .args(["--no-resolv", "--no-hosts", "--log-facility=-"])
-            .arg(format!("--interface={tap}"))
-            .arg("--dhcp-range=10.77.0.10,10.77.0.20,255.255.255.0,1h")
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                work.path().join("leases").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let pid_file = work.path().join("qemu-nbd.pid");
-    let nbd = ns
-        .command("qemu-nbd")
-        .args([
-            "--read-only",
-            "--persistent",
-            "--fork",
-            "--format=raw",
-            "--export-name=master",
-        ])
-        .args(["--bind=10.77.0.1", "--port=10809"])
-        .arg(format!("--pid-file={}", pid_file.display()))
-        .arg(&image)
-        .status()
-        .unwrap();
-    assert!(nbd.success(), "qemu-nbd did not start");
-    let _nbd = NbdGuard(pid_file);
+    // labboot's own servers: DHCP on the tap, the master exported read-only over NBD.
+    let mut dhcp = ns.command(labboot_bin().to_str().unwrap());
+    dhcp.args([
+        "--log",
+        "info",
+        "dhcp",
+        "--interface",
+        &tap,
+        "--server-ip",
+        "10.77.0.1",
+    ])
+    .args(["--pool", "10.77.0.10-10.77.0.20", "--prefix", "24"]);
+    let _dhcp = ServerProcess::start(
+        "labboot dhcp",
+        dhcp,
+        "listening on",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let mut nbd = ns.command(labboot_bin().to_str().unwrap());
+    nbd.args([
+        "--log",
+        "info",
+        "nbd",
+        "--listen",
+        "10.77.0.1:10809",
+        "--export",
+    ])
+    .arg(format!("master={}:ro", image.display()));
+    let _nbd =
+        ServerProcess::start("labboot nbd", nbd, "listening on", Duration::from_secs(30)).unwrap();
     // The agent's check-in: one HTTP request, caught by busybox nc (answers nothing).
     let mut agent = ns
         .command("busybox")
