@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use labboot_tests::binary::{labboot_bin, workspace_root};
+use labboot_tests::binary::{labboot_bin, make_sdcard, workspace_root};
 use labboot_tests::console::Console;
 use labboot_tests::netns::Netns;
 use labboot_tests::process::ServerProcess;
+use labboot_tests::qemu::{Board, QEMU_ARM64, UBOOT_ARM64};
 use labboot_tests::require;
 use sha2::{Digest, Sha256};
 
@@ -33,13 +34,8 @@ fn sha256(path: &Path) -> String {
         .collect()
 }
 
-#[test]
-fn master_boots_over_nbd_with_a_tmpfs_overlay() {
-    if !(require::root() && require::tool("qemu-system-aarch64")) {
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("out");
+/// Builds the shipped recipe into `out` (packages cached between runs).
+fn build_master(out: &Path) {
     let cache = std::env::var_os("LABBOOT_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("imagebuilder-cache"));
@@ -47,30 +43,29 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
         .args(["image", "build", "-q"])
         .arg(workspace_root().join("imagebuilder/recipes/master-arm64.yaml"))
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .arg("--cache")
         .arg(&cache)
         .status()
         .unwrap();
     assert!(status.success(), "labboot image build failed");
-    let image = out.join("rootfs.squashfs");
-    let before = sha256(&image);
+}
 
-    let ns = Netns::new("ib").unwrap();
-    let tap = ns.add_tap("ibtap0", "10.77.0.1/24").unwrap();
-    // labboot's own servers: DHCP on the tap, the master exported read-only over NBD.
+/// Starts `labboot dhcp` on `tap` and `labboot nbd` exporting `image` read-only as `master`,
+/// both on 10.77.0.1 inside `ns`.
+fn start_dhcp_and_nbd(ns: &Netns, tap: &str, image: &Path) -> (ServerProcess, ServerProcess) {
     let mut dhcp = ns.command(labboot_bin().to_str().unwrap());
     dhcp.args([
         "--log",
         "info",
         "dhcp",
         "--interface",
-        &tap,
+        tap,
         "--server-ip",
         "10.77.0.1",
     ])
     .args(["--pool", "10.77.0.10-10.77.0.20", "--prefix", "24"]);
-    let _dhcp = ServerProcess::start(
+    let dhcp = ServerProcess::start(
         "labboot dhcp",
         dhcp,
         "listening on",
@@ -87,8 +82,105 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
         "--export",
     ])
     .arg(format!("master={}:ro", image.display()));
-    let _nbd =
+    let nbd =
         ServerProcess::start("labboot nbd", nbd, "listening on", Duration::from_secs(30)).unwrap();
+    (dhcp, nbd)
+}
+
+/// Through real U-Boot: a labboot card's bootstrap script fetches `labboot/board7/boot.scr`,
+/// which is the `boot.scr` the image build generated; it loads the kernel and initrd over TFTP
+/// with `tftpwindowsize` and boots the master with its root over NBD.
+#[test]
+fn master_boots_through_uboot_with_the_generated_boot_scr() {
+    if !(require::root() && require::tool(QEMU_ARM64) && require::file(UBOOT_ARM64)) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    build_master(&out);
+    let root = work.path().join("tftp");
+    std::fs::create_dir_all(root.join("labboot/master")).unwrap();
+    std::fs::create_dir_all(root.join("labboot/board7")).unwrap();
+    for f in ["vmlinuz", "initrd.cpio.gz"] {
+        std::fs::copy(out.join(f), root.join("labboot/master").join(f)).unwrap();
+    }
+    std::fs::copy(out.join("boot.scr"), root.join("labboot/board7/boot.scr")).unwrap();
+    let card = work.path().join("sd.img");
+    make_sdcard(&card, "board7", &[]);
+    let image = out.join("rootfs.squashfs");
+    let before = sha256(&image);
+
+    let ns = Netns::new("ibu").unwrap();
+    let tap = ns.add_tap("ibtap0", "10.77.0.1/24").unwrap();
+    let (_dhcp, _nbd) = start_dhcp_and_nbd(&ns, &tap, &image);
+    let mut tftp = ns.command(labboot_bin().to_str().unwrap());
+    tftp.args([
+        "--log",
+        "info",
+        "tftp",
+        "--listen",
+        "10.77.0.1:69",
+        "--root",
+    ])
+    .arg(&root);
+    let mut tftp = ServerProcess::start(
+        "labboot tftp",
+        tftp,
+        "listening on",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+
+    let mut board = Board::boot_card(&ns, &card, &tap).expect("start the QEMU board");
+    let started = std::time::Instant::now();
+    let console = board.console();
+    console
+        .expect(
+            r"labboot: fetching labboot/board7/boot.scr from 10\.77\.0\.1",
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    console
+        .expect(r"Starting kernel", Duration::from_secs(180))
+        .unwrap();
+    console
+        .expect(
+            r"labboot-master board=board7 root=nbd:10\.77\.0\.1:10809/master overlay=tmpfs",
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    eprintln!(
+        "power-on to master up: {:.1} s (TCG)",
+        started.elapsed().as_secs_f64()
+    );
+    board.power_off();
+    tftp.wait_for_line(
+        r"tftp: sent.*path=labboot/master/vmlinuz.*window=16",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        sha256(&image),
+        before,
+        "the read-only export changed on the host"
+    );
+}
+
+#[test]
+fn master_boots_over_nbd_with_a_tmpfs_overlay() {
+    if !(require::root() && require::tool("qemu-system-aarch64")) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    build_master(&out);
+    let image = out.join("rootfs.squashfs");
+    let before = sha256(&image);
+
+    let ns = Netns::new("ib").unwrap();
+    let tap = ns.add_tap("ibtap0", "10.77.0.1/24").unwrap();
+    // labboot's own servers: DHCP on the tap, the master exported read-only over NBD.
+    let (_dhcp, _nbd) = start_dhcp_and_nbd(&ns, &tap, &image);
     // The agent's check-in: one HTTP request, caught by busybox nc (answers nothing).
     let mut agent = ns
         .command("busybox")
