@@ -6,5 +6,6 @@
 pub mod boardscript;
 pub mod cli;
 pub mod cmd;
+pub mod config_file;
 pub mod fsutil;
 pub mod shutdown;

@@ -6,7 +6,7 @@
 //! command builds its own tokio runtime and stops cleanly on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use netboot::nbd::{ExportConfig, ExportMode, NbdConfig, NbdServer, NbdSettings};
@@ -41,7 +41,7 @@ impl NbdArgs {
     /// Merges the config file (if any) and the flags into one unchecked config.
     fn to_config(&self) -> anyhow::Result<NbdConfig> {
         let mut config = match &self.config {
-            Some(path) => read_config(path)?,
+            Some(path) => crate::config_file::read_section(path, "nbd")?,
             None => NbdConfig::default(),
         };
         if let Some(v) = self.listen {
@@ -107,19 +107,6 @@ fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
         .map_err(|_| anyhow!("{flag}: `{value}` is not a size like 512K, 64M or 4G"))?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| anyhow!("{flag}: `{value}` is too large"))
-}
-
-/// Reads the `nbd:` section of a labboot YAML config file.
-fn read_config(path: &Path) -> anyhow::Result<NbdConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read config file {}", path.display()))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{}: not valid YAML", path.display()))?;
-    let section = doc
-        .get("nbd")
-        .with_context(|| format!("{}: no `nbd:` section", path.display()))?;
-    serde_yaml_ng::from_value(section.clone())
-        .with_context(|| format!("{}: in section `nbd`", path.display()))
 }
 
 /// Runs `labboot nbd`.

@@ -6,7 +6,7 @@
 //! builds its own tokio runtime and stops cleanly on Ctrl-C or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use netboot::nfs::{ExportConfig, NfsConfig, NfsServer, NfsSettings};
@@ -46,7 +46,7 @@ impl NfsArgs {
     /// Merges the config file (if any) and the flags into one unchecked config.
     fn to_config(&self) -> anyhow::Result<NfsConfig> {
         let mut config = match &self.config {
-            Some(path) => read_config(path)?,
+            Some(path) => crate::config_file::read_section(path, "nfs")?,
             None => NfsConfig::default(),
         };
         if let Some(v) = self.listen {
@@ -67,19 +67,6 @@ impl NfsArgs {
         }
         Ok(config)
     }
-}
-
-/// Reads the `nfs:` section of a labboot YAML config file.
-fn read_config(path: &Path) -> anyhow::Result<NfsConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read config file {}", path.display()))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{}: not valid YAML", path.display()))?;
-    let section = doc
-        .get("nfs")
-        .with_context(|| format!("{}: no `nfs:` section", path.display()))?;
-    serde_yaml_ng::from_value(section.clone())
-        .with_context(|| format!("{}: in section `nfs`", path.display()))
 }
 
 /// Runs `labboot nfs`.

@@ -57,7 +57,7 @@ impl TftpArgs {
     /// Merges the config file (if any) and the flags into one unchecked config.
     fn to_config(&self) -> anyhow::Result<TftpConfig> {
         let mut config = match &self.config {
-            Some(path) => read_config(path)?,
+            Some(path) => crate::config_file::read_section(path, "tftp")?,
             None => {
                 let root = self
                     .root
@@ -93,19 +93,6 @@ impl TftpArgs {
         }
         Ok(config)
     }
-}
-
-/// Reads the `tftp:` section of a labboot YAML config file.
-fn read_config(path: &PathBuf) -> anyhow::Result<TftpConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read config file {}", path.display()))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{}: not valid YAML", path.display()))?;
-    let section = doc
-        .get("tftp")
-        .with_context(|| format!("{}: no `tftp:` section", path.display()))?;
-    serde_yaml_ng::from_value(section.clone())
-        .with_context(|| format!("{}: in section `tftp`", path.display()))
 }
 
 /// Runs `labboot tftp`.
