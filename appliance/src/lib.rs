@@ -8,4 +8,5 @@ pub mod cli;
 pub mod cmd;
 pub mod config_file;
 pub mod fsutil;
+pub mod runtime;
 pub mod shutdown;

@@ -177,10 +177,7 @@ pub fn run(args: DhcpArgs) -> anyhow::Result<()> {
     let settings = DhcpSettings::try_from(config_from_args(&args)?)?;
     // One socket loop: a current-thread runtime avoids cross-thread wake-ups; the lease log's
     // fsync still runs on tokio's blocking pool.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = crate::runtime::current_thread()?;
     runtime.block_on(async {
         let shutdown = crate::shutdown::on_signal()?;
         netboot::dhcp::serve(settings, shutdown)

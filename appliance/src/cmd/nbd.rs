@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use netboot::nbd::{ExportConfig, ExportMode, NbdConfig, NbdServer, NbdSettings};
 
 /// Arguments of `labboot nbd`.
@@ -113,10 +113,7 @@ fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
 pub fn run(args: NbdArgs) -> anyhow::Result<()> {
     let settings = NbdSettings::try_from(args.to_config()?)?;
     let server = NbdServer::new(settings)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = crate::runtime::multi_thread()?;
     runtime.block_on(async move {
         let listener = server.bind().await?;
         server.run(listener, crate::shutdown::on_signal()?).await?;

@@ -72,10 +72,7 @@ impl NfsArgs {
 /// Runs `labboot nfs`.
 pub fn run(args: NfsArgs) -> anyhow::Result<()> {
     let settings = NfsSettings::try_from(args.to_config()?)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = crate::runtime::multi_thread()?;
     runtime.block_on(async move {
         let server = NfsServer::new(settings)?;
         let listener = server.bind().await?;

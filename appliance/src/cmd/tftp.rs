@@ -103,10 +103,7 @@ pub fn run(args: TftpArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|dir| BoardScripts::new(dir, args.board_script_arch))
         .transpose()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = crate::runtime::multi_thread()?;
     runtime.block_on(async move {
         let server = match board_scripts {
             Some(scripts) => {
