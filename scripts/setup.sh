@@ -21,17 +21,20 @@ packages=(
   libnbd-bin nbdkit python3-libnbd qemu-utils
   # image building: peers and benchmark baselines
   squashfs-tools erofs-utils e2fsprogs cpio mmdebstrap
-  # NFS peers
-  libnfs-utils
+  # NFS peers (nfs-ganesha and rpcbind: the NFS benchmark's baseline)
+  libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
-    missing+=("$p")
-  fi
-done
+find_missing() {
+  missing=()
+  for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+      missing+=("$p")
+    fi
+  done
+}
 
+find_missing
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo=""
@@ -40,8 +43,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -q >/dev/null
   # Daemons from peer packages (tftpd-hpa, kea) must not keep running: tests start their own.
   $sudo env RUNLEVEL=1 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # An install can remove a package of the list that was there before: a machine image with
+  # a backported qemu-utils loses it when Debian 12's qemu-system-arm comes in (their shared
+  # qemu packages must be of one version). A second pass brings back what went.
+  find_missing
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing again what the first install removed: ${missing[*]}"
+    $sudo env RUNLEVEL=1 apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    find_missing
+    if [ "${#missing[@]}" -gt 0 ]; then
+      echo "setup: apt could not install ${missing[*]} alongside the rest" >&2
+      exit 1
+    fi
+  fi
   for svc in tftpd-hpa kea-dhcp4-server; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
+  # nfs-ganesha and rpcbind are enabled at install and would hold the host's ports 2049 and 111
+  # from every boot on; the benchmark starts its own inside a network namespace.
+  for svc in nfs-ganesha rpcbind.socket rpcbind; do
+    if command -v systemctl >/dev/null && systemctl is-enabled --quiet "$svc" 2>/dev/null; then
       $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
   done
