@@ -1,9 +1,7 @@
 //! One transmission request against one [`Backend`]: checks first ([`check`], pure), then the
-//! blocking operation ([`execute`], on tokio's blocking pool), producing the complete reply bytes.
-//!
-//! Reads are not tried inline on the async worker first (`preadv2(RWF_NOWAIT)` for page-cache
-//! hits): measured with nbdcopy on 1 GiB, that was about twice as slow as always handing the
-//! pread to the blocking pool, where several reads of one connection run in parallel.
+//! blocking operation ([`execute`], on a connection's worker thread), producing the complete
+//! reply bytes. Reads that can be spliced from the page cache skip [`execute`] (see
+//! `transmit`) but pass the same [`check`].
 //!
 //! Every request that reaches here gets a reply: offsets and lengths outside the export, flags
 //! the command does not take, writes to a read-only export and unknown commands are answered
@@ -135,7 +133,8 @@ pub fn execute(req: Request, backend: &Backend, encoder: ReplyEncoder) -> (Bytes
     }
 }
 
-fn error_reply(handle: u64, e: &OpError, mut encoder: ReplyEncoder) -> Bytes {
+/// The bytes of the error reply to request `handle`.
+pub(super) fn error_reply(handle: u64, e: &OpError, mut encoder: ReplyEncoder) -> Bytes {
     let mut out = BytesMut::with_capacity(64);
     encoder
         .encode(

@@ -4,14 +4,16 @@
 //! An [`Export`] is the shared, named thing in the table; a [`Backend`] is one connection's view
 //! of it ([`Export::connect`]): for `cow` it owns the connection's overlay, so dropping the
 //! connection drops its writes. Backend calls block (pread/pwrite/fdatasync) and are made on
-//! tokio's blocking pool. Reads go straight into the reply buffer ([`Backend::read_append`]).
+//! the connection's worker threads. Reads are spliced from the file into the socket where the
+//! pages can be sent as they are ([`Backend::splice_plan`]), otherwise they go straight into
+//! the reply buffer ([`Backend::read_append`]).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 
 use super::handshake::ExportInfo;
-use super::overlay::{Overlay, OverlayError, OverlayLimits};
+use super::overlay::{Overlay, OverlayError, OverlayLimits, Piece};
 use super::proto::{errno, *};
 
 /// How an export treats writes.
@@ -260,7 +262,7 @@ impl OpError {
         }
     }
 
-    fn io(what: &str, e: &io::Error) -> OpError {
+    pub(super) fn io(what: &str, e: &io::Error) -> OpError {
         let n = match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => errno::ENOSPC,
             Some(libc::ENOMEM) => errno::ENOMEM,
@@ -343,6 +345,28 @@ impl Backend {
                 .map_err(|e| OpError::io("overlay", &e))?;
         }
         Ok(())
+    }
+
+    /// Plans a read of `len` bytes at `offset` whose reply refers to page-cache pages instead of
+    /// a copy: the file, and in `pieces` the runs to take from it, with the runs a `cow`
+    /// overlay replaces copied to `dirty`. `None` for `rw` exports: their pages can change under
+    /// a reply still queued in the socket, so their reads are copied out with
+    /// [`Self::read_append`]. The range must lie inside the export.
+    pub fn splice_plan(
+        &self,
+        offset: u64,
+        len: u64,
+        pieces: &mut Vec<Piece>,
+        dirty: &mut Vec<u8>,
+    ) -> Result<Option<BorrowedFd<'_>>, OpError> {
+        match (self.mode, &self.overlay) {
+            (ExportMode::ReadOnly, _) => pieces.push(Piece::Base { offset, len }),
+            (ExportMode::CopyOnWrite, Some(overlay)) => lock(overlay)
+                .pieces(offset, len, pieces, dirty)
+                .map_err(|e| OpError::io("overlay", &e))?,
+            _ => return Ok(None),
+        }
+        Ok(Some(self.file.as_fd()))
     }
 
     /// Writes `data` at `offset`; `fua` makes it durable before returning.

@@ -24,7 +24,8 @@
 //!   ENOSPC at its limit);
 //! * [`table`]: the run-time [`ExportTable`]; removing an export closes its connections;
 //! * [`config`]: [`NbdConfig`] (the `nbd:` YAML section) → [`NbdSettings`];
-//! * [`server`]: [`NbdServer`], the accept loop and per-connection tasks.
+//! * [`server`]: [`NbdServer`], the accept loop and per-connection handshake tasks;
+//! * `transmit`: the transmission phase on each connection's worker threads (zero-copy reads).
 //!
 //! Deliberately left out: oldstyle negotiation, TLS (the lab network is trusted and closed),
 //! NBD_OPT_LIST/SET_META_CONTEXT and NBD_CMD_BLOCK_STATUS (clients then treat every block as
@@ -62,6 +63,7 @@ pub mod overlay;
 pub mod proto;
 pub mod server;
 pub mod table;
+mod transmit;
 
 #[cfg(test)]
 mod tests;
@@ -70,6 +72,6 @@ pub use codec::{Command, Reply, ReplyEncoder, Request, RequestDecoder};
 pub use config::{ConfigError, ExportConfig, ExportSpec, NbdConfig, NbdSettings};
 pub use export::{Backend, ClientNet, Export, ExportMode, OpError};
 pub use handshake::{Catalog, ExportInfo, Handshake};
-pub use overlay::{Overlay, OverlayLimits};
+pub use overlay::{Overlay, OverlayLimits, Piece};
 pub use server::NbdServer;
 pub use table::{AlreadyExists, ExportTable};

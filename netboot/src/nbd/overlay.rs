@@ -59,6 +59,23 @@ pub enum OverlayError {
     Io(#[from] io::Error),
 }
 
+/// One run of a read split by [`Overlay::pieces`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// `len` bytes of the base at `offset`.
+    Base {
+        /// Byte offset in the base.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// The next `len` bytes of the dirty copy.
+    Dirty {
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
 #[derive(Debug)]
 enum Slot {
     Zero,
@@ -95,6 +112,56 @@ impl Overlay {
     /// Whether nothing was written yet (reads can skip [`Self::patch`]).
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
+    }
+
+    /// Splits the `len` bytes at `offset` into runs of base bytes and runs of dirty bytes, in
+    /// order; the dirty bytes are copied to the end of `dirty`. A read is then the base runs
+    /// taken from the file (spliced, not copied) with the dirty runs between them.
+    pub fn pieces(
+        &self,
+        offset: u64,
+        len: u64,
+        pieces: &mut Vec<Piece>,
+        dirty: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let end = offset.saturating_add(len);
+        let mut at = offset;
+        if len > 0 && !self.blocks.is_empty() {
+            for (&index, slot) in self.blocks.range(offset / BLOCK..=(end - 1) / BLOCK) {
+                let block_start = index * BLOCK;
+                let from = block_start.max(offset);
+                let to = (block_start + BLOCK).min(end);
+                if from > at {
+                    pieces.push(Piece::Base {
+                        offset: at,
+                        len: from - at,
+                    });
+                }
+                let within = (from - block_start) as usize..(to - block_start) as usize;
+                match slot {
+                    Slot::Zero => dirty.resize(dirty.len() + within.len(), 0),
+                    Slot::Memory(data) => dirty.extend_from_slice(&data[within]),
+                    Slot::Spilled(n) => {
+                        let start = dirty.len();
+                        dirty.resize(start + within.len(), 0);
+                        self.spill_file()?
+                            .read_exact_at(&mut dirty[start..], n * BLOCK + within.start as u64)?;
+                    }
+                }
+                match pieces.last_mut() {
+                    Some(Piece::Dirty { len }) if from == at => *len += to - from,
+                    _ => pieces.push(Piece::Dirty { len: to - from }),
+                }
+                at = to;
+            }
+        }
+        if at < end {
+            pieces.push(Piece::Base {
+                offset: at,
+                len: end - at,
+            });
+        }
+        Ok(())
     }
 
     /// Bytes in memory and bytes in the spill file, bookkeeping included.
@@ -341,6 +408,64 @@ mod tests {
             total,
             spill_dir: None,
         }
+    }
+
+    /// A read rebuilt from [`Overlay::pieces`]: base runs from `base`, dirty runs in between.
+    fn read_by_pieces(o: &Overlay, offset: u64, len: usize) -> Vec<u8> {
+        let (mut pieces, mut dirty) = (Vec::new(), Vec::new());
+        o.pieces(offset, len as u64, &mut pieces, &mut dirty)
+            .unwrap();
+        let (mut out, mut used) = (Vec::new(), 0usize);
+        for p in pieces {
+            match p {
+                Piece::Base { offset, len } => {
+                    let mut b = vec![0; len as usize];
+                    base(offset, &mut b).unwrap();
+                    out.extend(b);
+                }
+                Piece::Dirty { len } => {
+                    out.extend_from_slice(&dirty[used..used + len as usize]);
+                    used += len as usize;
+                }
+            }
+        }
+        assert_eq!(used, dirty.len());
+        out
+    }
+
+    #[test]
+    fn pieces_rebuild_the_same_bytes_as_patch() {
+        // Memory limit of two blocks: later blocks spill to the file.
+        let mut o = Overlay::new(limits(2 * (BLOCK + ENTRY_COST), 1 << 20));
+        o.write(BLOCK + 10, &[7; 100], &base).unwrap();
+        o.write(3 * BLOCK - 5, &[8; 10], &base).unwrap();
+        o.write(5 * BLOCK, &[9; BLOCK as usize], &base).unwrap();
+        o.zero(7 * BLOCK, 2 * BLOCK, &base).unwrap();
+        assert!(o.usage().1 > 0, "some blocks spilled");
+        for (offset, len) in [
+            (0, SIZE),
+            (1, 5),
+            (BLOCK + 50, 3 * BLOCK),
+            (6 * BLOCK, 4 * BLOCK + 100),
+        ] {
+            let len = len as usize;
+            assert_eq!(
+                read_by_pieces(&o, offset, len),
+                read(&o, offset, len),
+                "{len} at {offset}"
+            );
+        }
+        let (mut pieces, mut dirty) = (Vec::new(), Vec::new());
+        Overlay::new(limits(1 << 20, 1 << 20))
+            .pieces(100, 50, &mut pieces, &mut dirty)
+            .unwrap();
+        assert_eq!(
+            pieces,
+            [Piece::Base {
+                offset: 100,
+                len: 50
+            }]
+        );
     }
 
     /// A plain in-memory model of the same writes.

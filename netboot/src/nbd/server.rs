@@ -1,14 +1,15 @@
-//! The socket side: the accept loop and, per connection, the handshake driver and the
-//! transmission loop. The protocol itself lives in [`super::handshake`], [`super::codec`] and
-//! [`super::dispatch`]; this file only moves bytes and tasks.
+//! The socket side: the accept loop and, per connection, the handshake driver; the transmission
+//! phase runs on threads of its own (`transmit`). The protocol itself lives in
+//! [`super::handshake`], [`super::codec`] and [`super::dispatch`]; this file only moves bytes
+//! and tasks.
 //!
-//! Per connection, one task reads and decodes requests and spawns one task per request; each runs
-//! its blocking file operation on tokio's blocking pool and hands the finished reply to a single
-//! writer task, so replies leave in completion order (the protocol matches them by handle).
-//! Payload bytes in flight per connection are bounded by [`IN_FLIGHT_BYTES`] (a semaphore whose
-//! permits are returned once the reply is written), so a client that pipelines without reading
-//! replies stalls itself, not the server. Sockets get `TCP_NODELAY`: replies are whole messages
-//! and a client waits for each one.
+//! Per connection, one tokio task drives the handshake. Once an export is selected it hands the
+//! socket to the connection's worker threads, which answer requests concurrently and send each
+//! reply when it is finished (the protocol matches them by handle), and waits for them to end or
+//! for the export's removal or the server's shutdown, which shut the socket down. Payload bytes
+//! in flight per connection are bounded by [`IN_FLIGHT_BYTES`], so a client that pipelines
+//! without reading replies stalls itself, not the server. Sockets get `TCP_NODELAY`: replies are
+//! whole messages and a client waits for each one.
 //!
 //! Shutdown: [`NbdServer::run`] stops accepting when its shutdown future completes, closes every
 //! connection, waits up to [`SHUTDOWN_GRACE`] for their tasks, and returns. Removing an export
@@ -20,21 +21,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{CodecError, Command, Reply, ReplyEncoder, RequestDecoder};
+use super::codec::{CodecError, ReplyEncoder};
 use super::config::NbdSettings;
-use super::dispatch;
 use super::export::{Backend, Export};
 use super::handshake::{greeting, Handshake, HandshakeError, Progress, Selected};
-use super::proto::errno;
 use super::table::ExportTable;
 
 /// How long shutdown waits for connections to close.
@@ -45,9 +43,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Payload bytes (read replies being built or sent, writes being applied) per connection.
 pub const IN_FLIGHT_BYTES: usize = 64 << 20;
-
-/// Replies smaller than this are gathered into one write when several are waiting.
-const COALESCE_BELOW: usize = 64 * 1024;
 
 /// An NBD server: settings and the export table it serves.
 #[derive(Debug)]
@@ -63,7 +58,7 @@ struct Shared {
 
 /// Why a connection ended badly.
 #[derive(Debug, thiserror::Error)]
-enum ConnError {
+pub(super) enum ConnError {
     #[error(transparent)]
     Io(#[from] io::Error),
     #[error("handshake: {0}")]
@@ -76,7 +71,7 @@ enum ConnError {
 
 /// How a connection in transmission ended without an error.
 #[derive(Debug, Clone, Copy)]
-enum Ending {
+pub(super) enum Ending {
     Disconnect,
     Closed,
     Removed,
@@ -232,15 +227,18 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, stop: Cance
         if selected.structured { ", structured replies" } else { "" }
     );
     let backend = Arc::new(export.connect(shared.settings.overlay()));
-    let conn = Transmission {
+    let result = transmit(
+        rd,
+        wr,
+        leftover,
         backend,
-        encoder: ReplyEncoder::new(selected.structured),
+        ReplyEncoder::new(selected.structured),
         peer,
-        export: name.clone(),
-    };
-    let result = conn
-        .run(rd, wr, leftover, attachment.removed(), &stop)
-        .await;
+        name.clone(),
+        attachment.removed(),
+        &stop,
+    )
+    .await;
     match result {
         Ok(Ending::Disconnect) => {
             tracing::info!(client = %peer, export = %name, "nbd: disconnected")
@@ -293,198 +291,33 @@ async fn handshake(
     }
 }
 
-/// One connection in the transmission phase.
-struct Transmission {
+/// Hands the negotiated socket to the transmission threads (`transmit`) and waits until
+/// they are done, or closes the socket when the export is removed or the server stops.
+#[allow(clippy::too_many_arguments)]
+async fn transmit(
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    leftover: BytesMut,
     backend: Arc<Backend>,
     encoder: ReplyEncoder,
     peer: SocketAddr,
     export: String,
-}
-
-type Outgoing = (Bytes, OwnedSemaphorePermit);
-
-impl Transmission {
-    async fn run(
-        &self,
-        mut rd: OwnedReadHalf,
-        wr: OwnedWriteHalf,
-        mut input: BytesMut,
-        removed: &CancellationToken,
-        stop: &CancellationToken,
-    ) -> Result<Ending, ConnError> {
-        let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        let writer_failed = CancellationToken::new();
-        let mut writer = tokio::spawn(write_replies(wr, rx, writer_failed.clone()));
-        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
-        let mut decoder = RequestDecoder::default();
-        let mut tasks = JoinSet::new();
-        input.reserve(256 * 1024);
-        let ending = loop {
-            let request = match decoder.decode(&mut input) {
-                Ok(r) => r,
-                Err(e) => break Err(ConnError::from(e)),
-            };
-            if let Some(req) = request {
-                if matches!(req.command, Command::Disconnect) {
-                    break Ok(Ending::Disconnect);
-                }
-                let cost = match &req.command {
-                    Command::Read => req.len.clamp(1, super::proto::MAX_PAYLOAD),
-                    Command::Write(data) => (data.len() as u32).max(1),
-                    _ => 1,
-                };
-                let permit = tokio::select! {
-                    p = Arc::clone(&in_flight).acquire_many_owned(cost) => {
-                        p.expect("the in-flight semaphore is never closed")
-                    }
-                    _ = removed.cancelled() => break Ok(Ending::Removed),
-                    _ = stop.cancelled() => break Ok(Ending::Shutdown),
-                    _ = writer_failed.cancelled() => break Ok(Ending::WriterFailed),
-                };
-                tasks.spawn(self.request(req, tx.clone(), permit));
-                while let Some(done) = tasks.try_join_next() {
-                    log_panic(done, self.peer);
-                }
-                continue;
-            }
-            if input.capacity() - input.len() < 64 * 1024 {
-                input.reserve(256 * 1024);
-            }
-            tokio::select! {
-                _ = removed.cancelled() => break Ok(Ending::Removed),
-                _ = stop.cancelled() => break Ok(Ending::Shutdown),
-                _ = writer_failed.cancelled() => break Ok(Ending::WriterFailed),
-                r = rd.read_buf(&mut input) => match r {
-                    Ok(0) if input.is_empty() => break Ok(Ending::Closed),
-                    Ok(0) => break Err(ConnError::Truncated),
-                    Ok(_) => {}
-                    Err(e) => break Err(e.into()),
-                },
-            }
-        };
-        match ending {
-            Ok(Ending::Disconnect) => {
-                // Requests sent before NBD_CMD_DISC still get their replies, unless the export
-                // goes away or the server stops meanwhile.
-                let drain = async {
-                    while let Some(done) = tasks.join_next().await {
-                        log_panic(done, self.peer);
-                    }
-                    drop(tx);
-                    let _ = (&mut writer).await;
-                };
-                tokio::select! {
-                    _ = drain => {}
-                    _ = removed.cancelled() => writer.abort(),
-                    _ = stop.cancelled() => writer.abort(),
-                }
-            }
-            _ => {
-                tasks.abort_all();
-                writer.abort();
-            }
-        }
-        ending
-    }
-
-    /// The task of one request: the blocking operation, then its reply to the writer.
-    fn request(
-        &self,
-        req: super::codec::Request,
-        tx: mpsc::UnboundedSender<Outgoing>,
-        permit: OwnedSemaphorePermit,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let backend = Arc::clone(&self.backend);
-        let encoder = self.encoder;
-        let peer = self.peer;
-        let export = self.export.clone();
-        async move {
-            let (handle, what, offset, len) = (
-                req.handle,
-                dispatch::name(&req.command),
-                req.offset,
-                req.len,
-            );
-            let done =
-                tokio::task::spawn_blocking(move || dispatch::execute(req, &backend, encoder))
-                    .await;
-            let reply = match done {
-                Ok((bytes, None)) => bytes,
-                Ok((bytes, Some(e))) => {
-                    tracing::info!(
-                        client = %peer,
-                        export = %export,
-                        "nbd: {what} of {len} bytes at {offset} failed: {e}"
-                    );
-                    bytes
-                }
-                Err(e) => {
-                    tracing::error!(client = %peer, export = %export, "nbd: {what} task failed: {e}");
-                    let mut out = BytesMut::new();
-                    let mut enc = encoder;
-                    enc.encode(
-                        Reply::Error {
-                            handle,
-                            errno: errno::EIO,
-                            message: "internal error".into(),
-                        },
-                        &mut out,
-                    )
-                    .expect("encoding into memory cannot fail");
-                    out.freeze()
-                }
-            };
-            // The receiver is gone only when the connection is closing anyway.
-            let _ = tx.send((reply, permit));
-        }
-    }
-}
-
-/// The writer task: sends replies in the order they complete, gathering small ones.
-async fn write_replies(
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    failed: CancellationToken,
-) {
-    let mut batch = BytesMut::new();
-    let mut permits = Vec::new();
-    while let Some((bytes, permit)) = rx.recv().await {
-        let result = if bytes.len() >= COALESCE_BELOW {
-            wr.write_all(&bytes).await
-        } else {
-            batch.extend_from_slice(&bytes);
-            permits.push(permit);
-            while batch.len() < COALESCE_BELOW {
-                match rx.try_recv() {
-                    Ok((more, p)) if more.len() < COALESCE_BELOW => {
-                        batch.extend_from_slice(&more);
-                        permits.push(p);
-                    }
-                    Ok((more, p)) => {
-                        batch.extend_from_slice(&more);
-                        permits.push(p);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let r = wr.write_all(&batch).await;
-            batch.clear();
-            permits.clear();
-            r
-        };
-        if result.is_err() {
-            failed.cancel();
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
-fn log_panic(done: Result<(), tokio::task::JoinError>, peer: SocketAddr) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            tracing::error!(client = %peer, "nbd: a request task panicked: {e}");
-        }
-    }
+    removed: &CancellationToken,
+    stop: &CancellationToken,
+) -> Result<Ending, ConnError> {
+    let stream = rd
+        .reunite(wr)
+        .map_err(|_| io::Error::other("socket halves do not match"))?
+        .into_std()?;
+    let mut running = super::transmit::start(stream, leftover, backend, encoder, peer, export)?;
+    let ending = tokio::select! {
+        r = &mut running.done => return r.unwrap_or(Ok(Ending::Closed)),
+        _ = removed.cancelled() => Ending::Removed,
+        _ = stop.cancelled() => Ending::Shutdown,
+    };
+    running.close();
+    // The threads leave after the request each one holds; a pread stuck on a slow disk does
+    // not hold the connection's task longer than the grace period.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut running.done).await;
+    Ok(ending)
 }

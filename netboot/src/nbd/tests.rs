@@ -359,3 +359,59 @@ async fn payloads_of_exactly_32_mib_are_served() {
     assert!(on_disk[MAX_PAYLOAD as usize..] == expected(MAX_PAYLOAD as u64, 4096)[..]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_and_copied_reads_carry_the_same_bytes() {
+    // Reads of `ro` and `cow` are spliced from the page cache (a `cow` range with a dirty block
+    // gets the block's bytes written between the spliced runs); a read larger than the pipe is
+    // copied. All must agree with the file and the write.
+    let len = (10 << 20) + 123;
+    let f = image(len);
+    let server = start(
+        vec![
+            Export::open("ro", f.path(), ExportMode::ReadOnly).unwrap(),
+            Export::open("cow", f.path(), ExportMode::CopyOnWrite).unwrap(),
+        ],
+        8 << 20,
+    )
+    .await;
+    let cases: [(u64, u32); 7] = [
+        (0, 4096),
+        (1, 4095),
+        (4093, 70_000),
+        (8000, 4096),
+        (len - 777, 777),
+        (12_345, 9 << 20),
+        (len - 1, 1),
+    ];
+    for structured in [false, true] {
+        for name in ["ro", "cow"] {
+            let mut c = Client::go(server.addr, name, structured).await.unwrap();
+            if name == "cow" {
+                c.send(CMD_WRITE, 0, 1, 8197, 3, b"abc").await;
+                assert_eq!(c.reply(0).await, (1, 0, Vec::new()));
+            }
+            for (i, &(offset, n)) in cases.iter().enumerate() {
+                let handle = 10 + i as u64;
+                c.send(CMD_READ, 0, handle, offset, n, &[]).await;
+                let (h, errno, data) = c.reply(n as usize).await;
+                let mut want = expected(offset, u64::from(n));
+                if name == "cow" {
+                    for (k, b) in (8197u64..).zip(b"abc") {
+                        if (offset..offset + u64::from(n)).contains(&k) {
+                            want[(k - offset) as usize] = *b;
+                        }
+                    }
+                }
+                assert_eq!((h, errno), (handle, 0), "{name} read at {offset}");
+                assert!(
+                    data == want,
+                    "{name} (structured {structured}): {n} bytes at {offset} differ"
+                );
+            }
+            c.send(CMD_DISC, 0, 99, 0, 0, &[]).await;
+            assert!(c.closed().await);
+        }
+    }
+    server.stop().await;
+}
