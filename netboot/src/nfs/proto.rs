@@ -1,17 +1,22 @@
 //! NFSv3 (RFC 1813), MOUNT v3 (RFC 1813 appendix I) and portmap v2 (RFC 1833) procedures: one
 //! decoded call in, one encoded reply out, no sockets.
 //!
-//! [`Service::handle`] is synchronous and runs on tokio's blocking pool: the filesystem calls it
-//! makes block, and each runs under the caller's credential (see [`super::fs::AsUser`]). Argument
+//! [`Service::handle`] is synchronous and runs on a plain thread (a connection's own, or tokio's
+//! blocking pool): the filesystem calls it makes block, and each runs under the caller's
+//! credential (see [`super::fs::AsUser`]). [`Service::handle_with_file`] leaves a READ's data in
+//! the file, for the socket loop to send without copying it ([`Reply::WithFile`]). Argument
 //! decoding failures become `GARBAGE_ARGS`; unknown programs, versions and procedures get their
 //! RPC errors; nothing a client sends can panic it (`fuzz_tests` below feeds it garbage).
 
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use super::exports::ExportTable;
-use super::fs::{boot_verifier, Export, Handle, Kind, NodeKind, Obj, SetAttr, SetTime, Stat};
+use super::fs::{
+    boot_verifier, Export, Handle, Kind, NodeKind, Obj, SetAttr, SetTime, Stat, HANDLE_LEN,
+};
 use super::rpc::{self, Accept, Call, Credential};
 use super::status::NfsStat;
 use super::xdr::{Reader, Writer, XdrError};
@@ -38,6 +43,27 @@ const ACCESS_EXECUTE: u32 = 0x20;
 pub struct Service {
     table: Arc<ExportTable>,
     nfs_port: AtomicU16,
+}
+
+/// READ data that follows a reply's head on the wire: `len` bytes of `file` from `offset`,
+/// then XDR padding to a multiple of four.
+#[derive(Debug)]
+pub struct FileData {
+    /// The file, opened for reading as the caller.
+    pub file: OwnedFd,
+    /// Where the data starts.
+    pub offset: u64,
+    /// How many bytes the head announced.
+    pub len: usize,
+}
+
+/// A reply from [`Service::handle_with_file`].
+#[derive(Debug)]
+pub enum Reply {
+    /// The whole reply (record-mark room first).
+    Bytes(Writer),
+    /// The head of a READ reply (record-mark room first), then file data.
+    WithFile(Writer, FileData),
 }
 
 /// Who is calling: the peer address and its credential.
@@ -74,6 +100,26 @@ impl Service {
     ///
     /// The reply starts with four bytes of room for the record mark ([`rpc::finish_record`]).
     pub fn handle(&self, record: &[u8], addr: IpAddr) -> Option<Writer> {
+        self.dispatch(record, addr, None)
+    }
+
+    /// Like [`Service::handle`], but a successful READ's data is left in the file
+    /// ([`Reply::WithFile`]) for the caller to send from the page cache, not copied.
+    pub fn handle_with_file(&self, record: &[u8], addr: IpAddr) -> Option<Reply> {
+        let mut file = None;
+        let w = self.dispatch(record, addr, Some(&mut file))?;
+        Some(match file {
+            Some(data) => Reply::WithFile(w, data),
+            None => Reply::Bytes(w),
+        })
+    }
+
+    fn dispatch(
+        &self,
+        record: &[u8],
+        addr: IpAddr,
+        file: Option<&mut Option<FileData>>,
+    ) -> Option<Writer> {
         let call = match Call::parse(record) {
             Ok(Some(c)) => c,
             Ok(None) => return None,
@@ -100,7 +146,7 @@ impl Service {
         let mut args = call.args;
         let mut w = rpc::accepted(xid, Accept::Success);
         let res = match (prog, vers) {
-            (NFS_PROGRAM, 3) => self.nfs3(proc_, &mut args, &mut w, &caller),
+            (NFS_PROGRAM, 3) => self.nfs3(proc_, &mut args, &mut w, &caller, file),
             (NFS_PROGRAM, _) => {
                 return Some(rpc::accepted(xid, Accept::ProgMismatch { low: 3, high: 3 }))
             }
@@ -141,6 +187,7 @@ impl Service {
         r: &mut Reader,
         w: &mut Writer,
         c: &Caller,
+        file: Option<&mut Option<FileData>>,
     ) -> Result<bool, XdrError> {
         match proc_ {
             0 => {}
@@ -149,7 +196,7 @@ impl Service {
             3 => self.lookup(r, w, c)?,
             4 => self.access(r, w, c)?,
             5 => self.readlink(r, w, c)?,
-            6 => self.read(r, w, c)?,
+            6 => self.read(r, w, c, file)?,
             7 => self.write(r, w, c)?,
             8 => self.create(r, w, c)?,
             9 => self.mkdir(r, w, c)?,
@@ -280,7 +327,13 @@ impl Service {
         Ok(())
     }
 
-    fn read(&self, r: &mut Reader, w: &mut Writer, c: &Caller) -> Res {
+    fn read(
+        &self,
+        r: &mut Reader,
+        w: &mut Writer,
+        c: &Caller,
+        file: Option<&mut Option<FileData>>,
+    ) -> Res {
         let fh = r.opaque(64, "file")?;
         let offset = r.u64("offset")?;
         let count = r.u32("count")?.min(MAX_IO);
@@ -291,6 +344,28 @@ impl Service {
                 return Ok(());
             }
         };
+        if let Some(slot) = file {
+            // The reply's head says how many bytes follow; they are sent from the file.
+            match export.read_file(&obj, offset, count as usize, c.cred.as_ref()) {
+                Ok((fd, n, eof)) => {
+                    w.u32(0);
+                    post_op_attr(w, &export, Some(&obj.stat));
+                    w.u32(n as u32).bool(eof).u32(n as u32);
+                    if n > 0 {
+                        *slot = Some(FileData {
+                            file: fd,
+                            offset,
+                            len: n,
+                        });
+                    }
+                }
+                Err(s) => {
+                    w.u32(s.0);
+                    post_op_attr(w, &export, Some(&obj.stat));
+                }
+            }
+            return Ok(());
+        }
         // The data is read straight into the reply; count and eof are filled in after.
         let start = w.len();
         w.reserve(count as usize + 128);
@@ -615,7 +690,7 @@ impl Service {
             |e, info| {
                 let name_len = 4 + e.name.len() + super::xdr::pad(e.name.len());
                 let dir_part = 8 + name_len + 8;
-                let size = 4 + dir_part + if plus { 4 + 84 + 4 + 4 + 32 } else { 0 };
+                let size = 4 + dir_part + if plus { 4 + 84 + 4 + 4 + HANDLE_LEN } else { 0 };
                 if used + size > maxcount || (plus && dir_used + dir_part > dircount && n > 0) {
                     return false;
                 }
@@ -992,6 +1067,53 @@ mod tests {
         let mut r = Reader::new(&bytes[4 + 24..]);
         assert_eq!(r.u32("status").unwrap(), 0);
         assert_eq!(r.u32("type").unwrap(), 2);
+    }
+
+    #[test]
+    fn read_with_file_leaves_the_data_in_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"0123456789").unwrap();
+        let s = service(d.path(), "/a");
+        let ip = [127, 0, 0, 1].into();
+        let export = s.table().all()[0].clone();
+        let (fh, _) = export.lookup_path("f").unwrap();
+        let read = |offset: u64, count: u32| {
+            let mut args = Writer::new();
+            args.opaque(&fh.encode()).u64(offset).u32(count);
+            s.handle_with_file(&call(NFS_PROGRAM, 3, 6, &args.into_bytes()), ip)
+                .unwrap()
+        };
+        // Head: status, attributes, count, eof, opaque length; the data stays in the file.
+        let head_of = |w: Writer| {
+            let b = w.into_bytes();
+            let mut r = Reader::new(&b[4 + 24..]);
+            assert_eq!(r.u32("status").unwrap(), 0);
+            assert!(r.bool("attributes_follow").unwrap());
+            r.fixed(84, "attributes").unwrap();
+            let n = r.u32("count").unwrap();
+            let eof = r.bool("eof").unwrap();
+            assert_eq!(r.u32("data length").unwrap(), n);
+            assert_eq!(r.remaining(), 0, "no data in the head");
+            (n, eof)
+        };
+        match read(3, 4) {
+            Reply::WithFile(w, data) => {
+                assert_eq!(head_of(w), (4, false));
+                assert_eq!((data.offset, data.len), (3, 4));
+            }
+            Reply::Bytes(_) => panic!("a READ with data is sent from the file"),
+        }
+        match read(7, 100) {
+            Reply::WithFile(w, data) => {
+                assert_eq!(head_of(w), (3, true));
+                assert_eq!((data.offset, data.len), (7, 3));
+            }
+            Reply::Bytes(_) => panic!("a READ with data is sent from the file"),
+        }
+        match read(10, 100) {
+            Reply::Bytes(w) => assert_eq!(head_of(w), (0, true)),
+            Reply::WithFile(..) => panic!("nothing to send past the end"),
+        }
     }
 
     #[test]

@@ -224,6 +224,14 @@ pub fn finish_record(w: Writer) -> Vec<u8> {
     bytes
 }
 
+/// Like [`finish_record`] for a reply whose last `more` bytes are sent after these ones.
+pub fn finish_record_with(w: Writer, more: usize) -> Vec<u8> {
+    let mut bytes = w.into_bytes();
+    let len = (bytes.len() - 4 + more) as u32 | 0x8000_0000;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    bytes
+}
+
 /// Strips the record-mark room of a reply, for datagram transports.
 pub fn finish_datagram(w: Writer) -> Vec<u8> {
     let mut bytes = w.into_bytes();

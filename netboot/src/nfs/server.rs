@@ -1,40 +1,51 @@
 //! The socket loops: NFS and MOUNT on one TCP listener, and the optional portmap responder.
 //!
-//! Each TCP connection has a reader that cuts records ([`super::rpc::RecordBuffer`]) and a
-//! writer fed through a channel; every call runs on the blocking pool, at most
-//! [`MAX_IN_FLIGHT`] per connection, so one client's slow READ does not hold up its other calls
-//! (Linux clients pipeline many calls on one connection). When a client disconnects, even
-//! mid-record, the connection's tasks are aborted and its buffers dropped; calls already running
-//! on the blocking pool finish and their replies are discarded. Across all connections, calls
-//! waiting or running hold at most [`CALL_BUDGET_KIB`] of records, so many clients sending large
-//! WRITEs at once are slowed down rather than exhausting memory.
+//! Each TCP connection has a thread of its own with a blocking socket: it cuts records
+//! ([`super::rpc::RecordBuffer`]), answers quick calls (lookups, attributes, listings) itself
+//! and hands every other call to tokio's blocking pool, at most [`MAX_IN_FLIGHT`] per
+//! connection, so one client's slow READ does not hold up its other calls (Linux clients
+//! pipeline many calls on one connection); a call on the pool writes its own reply, under the
+//! connection's write lock, waiting at most [`SEND_TIMEOUT`] for a client that does not read
+//! (then the connection is closed). A client that calls one thing at a time (a recursive
+//! listing is thousands of calls in a row) is thus answered with one `recv` and one `send` per
+//! call, with no hand-over between threads: with the connection served by tokio's workers, every call woke
+//! a second worker (measured: 0.14 s per 20,200-entry walk with two workers, 0.10 s with one).
+//! When a client disconnects, even mid-record, the thread stops reading and its buffers are
+//! dropped; calls already running finish and their replies are discarded. Across all
+//! connections, calls waiting or running hold at most [`CALL_BUDGET_KIB`] of records, so many
+//! clients sending large WRITEs at once are slowed down rather than exhausting memory.
 //!
 //! Shutdown: [`NfsServer::run`] stops accepting when its shutdown future completes, cancels every
-//! connection and waits up to [`SHUTDOWN_GRACE`] for them.
+//! connection (shutting its socket down, so its thread's read returns) and waits up to
+//! [`SHUTDOWN_GRACE`] for them.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::config::NfsSettings;
 use super::exports::{ExportError, ExportTable};
-use super::proto::{Service, NFS_PROGRAM};
+use super::proto::{FileData, Reply, Service, NFS_PROGRAM};
 use super::rpc::{self, RecordBuffer};
+use super::xdr::{self, Writer};
 
 /// Calls of one connection executing at once.
 pub const MAX_IN_FLIGHT: usize = 32;
 /// KiB of received records that calls may hold at once, over all connections.
 pub const CALL_BUDGET_KIB: usize = 256 * 1024;
-/// Connections served at once; more wait in the listen queue.
+/// Connections served at once (each on a thread of its own); more wait in the listen queue.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a reply may wait for a client that does not read; then the connection is closed
+/// (replies are written by the calls' threads, which must not wait forever).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for connections to finish their calls.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -164,92 +175,194 @@ async fn accept_loop(listener: TcpListener, service: Arc<Service>, cancel: Cance
 }
 
 /// Serves one TCP connection until EOF, error or a malformed stream.
+///
+/// The connection's reads and its quick calls run on a thread of its own with a blocking socket
+/// ([`connection_thread`]); this future waits for that thread and, when it is dropped (server
+/// shutdown), shuts the socket down so the thread's blocking read returns at once.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     service: Arc<Service>,
     budget: Arc<Semaphore>,
 ) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
-    let writer = async move {
-        while let Some(reply) = rx.recv().await {
-            wr.write_all(&reply).await?;
+    /// Shuts the socket down when the connection's future is dropped.
+    struct ShutdownOnDrop(std::net::TcpStream);
+    impl Drop for ShutdownOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.shutdown(std::net::Shutdown::Both);
         }
-        io::Result::Ok(())
+    }
+    stream.set_nodelay(true)?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(SEND_TIMEOUT))?;
+    let _shutdown = ShutdownOnDrop(stream.try_clone()?);
+    let runtime = tokio::runtime::Handle::current();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("nfs-conn".into())
+        .spawn(move || {
+            let _ = done.send(connection_thread(stream, peer, service, budget, runtime));
+        })?;
+    finished.await.unwrap_or(Ok(()))
+}
+
+/// The reply stream of a connection, shared by its thread and its calls on the blocking pool.
+type ReplySink = Arc<std::sync::Mutex<std::net::TcpStream>>;
+
+/// Writes one reply; on a failure (a client gone, or not reading for [`SEND_TIMEOUT`]) the
+/// stream may hold part of a record, so the connection is shut down.
+fn send_reply(sink: &ReplySink, reply: &[u8]) -> io::Result<()> {
+    let mut stream = sink.lock().unwrap_or_else(|p| p.into_inner());
+    let sent = stream.write_all(reply);
+    if sent.is_err() {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+    sent
+}
+
+/// Writes a READ reply's head, then its data straight from the file's pages (`sendfile`: no
+/// copy into a reply buffer), then the XDR padding. The head announced the length; if the file
+/// shrank meanwhile the record cannot be completed, so the connection is shut down (the client
+/// sends the call again on a new one).
+fn send_file_reply(sink: &ReplySink, head: Writer, data: FileData) -> io::Result<()> {
+    let pad = xdr::pad(data.len);
+    let head = rpc::finish_record_with(head, data.len + pad);
+    let mut stream = sink.lock().unwrap_or_else(|p| p.into_inner());
+    let mut send = || -> io::Result<()> {
+        stream.write_all(&head)?;
+        let mut offset = data.offset as libc::off_t;
+        let mut left = data.len;
+        while left > 0 {
+            // SAFETY: valid socket and file descriptors; the kernel updates `offset`.
+            let n = unsafe {
+                libc::sendfile(stream.as_raw_fd(), data.file.as_raw_fd(), &mut offset, left)
+            };
+            match n {
+                n if n < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while a READ was sent",
+                    ))
+                }
+                n => left -= n as usize,
+            }
+        }
+        stream.write_all(&[0u8; 3][..pad])
     };
+    let sent = send();
+    if sent.is_err() {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+    sent
+}
+
+/// Reads records from a blocking socket: quick calls are answered right here, the others run on
+/// the runtime's blocking pool (at most [`MAX_IN_FLIGHT`] per connection, within the shared
+/// budget; the thread waits for permits, so a client cannot queue more) and answer themselves.
+fn connection_thread(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    service: Arc<Service>,
+    budget: Arc<Semaphore>,
+    runtime: tokio::runtime::Handle,
+) -> io::Result<()> {
+    use std::io::Read;
+    let sink: ReplySink = Arc::new(std::sync::Mutex::new(stream.try_clone()?));
+    let mut rd = stream;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    // The reader owns `tx`: when it returns, the writer drains the last replies and stops.
-    let reader = async move {
-        let mut calls = JoinSet::new();
-        let mut records = RecordBuffer::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
+    let mut records = RecordBuffer::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let result = loop {
+        let n = match rd.read(&mut buf) {
+            Ok(0) => {
                 if records.is_mid_record() {
                     tracing::debug!(client = %peer, "nfs: client left in the middle of a call");
                 }
-                // Let calls already received finish and be answered.
-                while calls.join_next().await.is_some() {}
-                return io::Result::Ok(());
+                break Ok(());
             }
-            records.extend(&buf[..n]);
-            while let Some(record) = records
-                .next_record()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                if is_quick(&record) {
-                    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        service.handle(&record, peer.ip())
-                    }));
-                    match reply {
-                        Ok(Some(w)) => {
-                            let _ = tx.send(rpc::finish_record(w)).await;
-                        }
-                        Ok(None) => {}
-                        Err(_) => tracing::error!(client = %peer, "nfs: a call panicked"),
-                    }
-                    continue;
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        records.extend(&buf[..n]);
+        let mut failed = None;
+        loop {
+            let record = match records.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                    break;
                 }
-                let permit = Arc::clone(&in_flight)
-                    .acquire_owned()
-                    .await
-                    .map_err(io::Error::other)?;
-                let kib = (record.len() / 1024 + 1).min(CALL_BUDGET_KIB) as u32;
-                let bytes = Arc::clone(&budget)
-                    .acquire_many_owned(kib)
-                    .await
-                    .map_err(io::Error::other)?;
-                let service = Arc::clone(&service);
-                let tx = tx.clone();
-                calls.spawn(async move {
-                    let reply = tokio::task::spawn_blocking(move || {
-                        service.handle(&record, peer.ip()).map(rpc::finish_record)
-                    })
-                    .await;
-                    drop((permit, bytes));
-                    match reply {
-                        Ok(Some(bytes)) => {
-                            let _ = tx.send(bytes).await;
+            };
+            if is_quick(&record) {
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    service.handle(&record, peer.ip())
+                }));
+                match reply {
+                    Ok(Some(w)) => {
+                        if let Err(e) = send_reply(&sink, &rpc::finish_record(w)) {
+                            failed = Some(e);
+                            break;
                         }
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(client = %peer, "nfs: a call panicked: {e}"),
                     }
-                });
+                    Ok(None) => {}
+                    Err(_) => tracing::error!(client = %peer, "nfs: a call panicked"),
+                }
+                continue;
             }
-            while calls.try_join_next().is_some() {}
+            let kib = (record.len() / 1024 + 1).min(CALL_BUDGET_KIB) as u32;
+            let permits = runtime.block_on(async {
+                let call = Arc::clone(&in_flight).acquire_owned().await.ok()?;
+                let bytes = Arc::clone(&budget).acquire_many_owned(kib).await.ok()?;
+                Some((call, bytes))
+            });
+            let Some(permits) = permits else {
+                failed = Some(io::Error::other("nfs: call limits closed"));
+                break;
+            };
+            let service = Arc::clone(&service);
+            let sink = Arc::clone(&sink);
+            runtime.spawn_blocking(move || {
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    service.handle_with_file(&record, peer.ip())
+                }));
+                // A failed send means the client is gone; the reader sees it too.
+                match reply {
+                    Ok(Some(Reply::Bytes(w))) => {
+                        let _ = send_reply(&sink, &rpc::finish_record(w));
+                    }
+                    Ok(Some(Reply::WithFile(head, data))) => {
+                        let _ = send_file_reply(&sink, head, data);
+                    }
+                    Ok(None) => {}
+                    Err(_) => tracing::error!(client = %peer, "nfs: a call panicked"),
+                }
+                drop(permits);
+            });
+        }
+        if let Some(e) = failed {
+            break Err(e);
         }
     };
-    let (r, w) = tokio::join!(reader, writer);
-    r.and(w)
+    // Let calls already received finish and be answered before the socket closes.
+    let _ = runtime.block_on(in_flight.acquire_many(MAX_IN_FLIGHT as u32));
+    let _ = sink.lock().unwrap_or_else(|p| p.into_inner()).flush();
+    result
 }
 
-/// Whether a call is answered inline by the connection's task: lookups, attributes and
+/// Whether a call is answered inline by the connection's thread: lookups, attributes and
 /// directory listings touch only cached metadata (microseconds), and a hop to the blocking pool
-/// or `block_in_place`'s hand-over of the worker costs more than the call itself (measured: four
-/// futex waits per call, and a recursive listing is thousands of calls one after the other).
+/// costs more than the call itself (measured: four futex waits per call, and a recursive
+/// listing is thousands of calls one after the other). Listings also keep their directory
+/// stream open between pages in a per-thread cache (see [`super::fs::Export::readdir`]).
 /// READ, WRITE, COMMIT and every change go to the blocking pool, so a client's pipelined I/O
 /// runs in parallel. The one slow thing a quick call can do, walking an export for handles
 /// unknown after a restart, happens at most once per [`super::fs::RESCAN_INTERVAL`] per export.
@@ -290,7 +403,8 @@ async fn serve_udp(socket: UdpSocket, service: Arc<Service>, cancel: Cancellatio
 mod tests {
     use super::*;
     use crate::nfs::config::{ExportConfig, NfsConfig};
-    use crate::nfs::xdr::{Reader, Writer};
+    use crate::nfs::xdr::Reader;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn null_call(xid: u32) -> Vec<u8> {
         let mut w = Writer::new();
