@@ -300,9 +300,11 @@ fn links_out_of_the_export_leak_nothing() {
     // Names with a slash are refused.
     assert!(c.lookup(&root, "../secret").is_err());
     // A forged handle naming an inode outside the export (same export id) is stale.
-    let passwd_ino = std::fs::metadata("/etc/passwd").unwrap().ino();
-    let mut forged = root.clone();
-    forged[12..20].copy_from_slice(&passwd_ino.to_be_bytes());
+    let passwd = std::fs::metadata("/etc/passwd").unwrap();
+    let mut forged = netboot::nfs::fs::Handle::decode(&root).expect("labboot's handle");
+    forged.ino = passwd.ino();
+    forged.born = (0, 0);
+    let forged = forged.encode().to_vec();
     assert_eq!(c.getattr(&forged).unwrap_err(), 70, "STALE");
     assert!(c.read(&forged, 0, 100).is_err());
     // A handle of an unknown shape is BADHANDLE.
