@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use crate::apt::{Apt, PackageInfo};
 use crate::error::{Error, Result};
-use crate::manifest::{Input, Manifest, RecipeRef, SourceFile};
-use crate::modules::{Index, ROOT_MODULES};
+use crate::manifest::{BaseRef, Input, Manifest, RecipeRef, SourceFile};
+use crate::modules::{Index, NFS_ROOT_MODULES, ROOT_MODULES};
 use crate::recipe::{hex, Output, Recipe};
 use crate::tree::Tree;
-use crate::{bootscr, cpio, deb, initrd, rootfs, squashfs, tarball};
+use crate::{base, bootscr, cpio, deb, ext4, initrd, rootfs, squashfs, tarball};
 
 /// Where to write, where to cache packages, and an optional epoch override.
 #[derive(Debug, Clone)]
@@ -128,8 +128,12 @@ fn write_output(
     name: &str,
     write: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let dest = dir.join(name);
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dest.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         write(&mut f)?;
@@ -203,10 +207,9 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
         )
     })?;
     let wants = |o: Output| recipe.outputs.contains(&o);
-    let need_rootfs = wants(Output::Squashfs) || wants(Output::Tar);
+    let need_rootfs = wants(Output::Squashfs) || wants(Output::Tar) || wants(Output::Ext4);
+    let need_kernel = wants(Output::Initrd) || wants(Output::Kernel) || wants(Output::Dtbs);
 
-    progress.step("resolving packages");
-    let mut apt = Apt::new(recipe.arch, &opts.cache)?;
     let mut roots: Vec<String> = Vec::new();
     if need_rootfs {
         roots.extend(recipe.packages.iter().cloned());
@@ -214,48 +217,82 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
     if let (true, Some(spec)) = (wants(Output::Initrd), &recipe.initrd) {
         roots.extend(spec.packages.iter().cloned());
     }
-    if let (true, Some(k)) = (
-        wants(Output::Initrd) || wants(Output::Kernel),
-        &recipe.kernel,
-    ) {
+    if let (true, Some(k)) = (need_kernel, &recipe.kernel) {
         roots.push(k.package.clone());
     }
     roots.sort();
     roots.dedup();
-    apt.prefetch(&roots)?;
     let mut sets: Vec<(&str, Vec<PackageInfo>)> = Vec::new();
-    if need_rootfs {
-        check_known(&mut apt, recipe, "packages", &recipe.packages)?;
+    let mut all: Vec<PackageInfo> = Vec::new();
+    let mut all_paths: Vec<PathBuf> = Vec::new();
+    // A recipe made only of a base needs no apt at all.
+    if !roots.is_empty() {
+        progress.step("resolving packages");
+        let mut apt = Apt::new(recipe.arch, &opts.cache)?;
+        fetch_sets(
+            &mut apt,
+            recipe,
+            &roots,
+            need_rootfs,
+            need_kernel,
+            &mut sets,
+        )?;
+        let mut unique: BTreeMap<String, PackageInfo> = BTreeMap::new();
+        for (_, set) in &sets {
+            for p in set {
+                unique.insert(p.name.clone(), p.clone());
+            }
+        }
+        all = unique.into_values().collect();
+        progress.step(&format!("fetching {} packages", all.len()));
+        all_paths = apt.fetch(&all, |m| progress.detail(m))?;
+    }
+    let path_of: BTreeMap<&str, &Path> = all
+        .iter()
+        .map(|p| p.name.as_str())
+        .zip(all_paths.iter().map(PathBuf::as_path))
+        .collect();
+    build_outputs(recipe, opts, epoch, progress, &sets, &path_of)
+}
+
+/// Resolves the package sets (`rootfs`, `initrd`, `kernel`) the outputs need.
+fn fetch_sets(
+    apt: &mut Apt,
+    recipe: &Recipe,
+    roots: &[String],
+    need_rootfs: bool,
+    need_kernel: bool,
+    sets: &mut Vec<(&'static str, Vec<PackageInfo>)>,
+) -> Result<()> {
+    let wants = |o: Output| recipe.outputs.contains(&o);
+    apt.prefetch(roots)?;
+    if need_rootfs && !recipe.packages.is_empty() {
+        check_known(apt, recipe, "packages", &recipe.packages)?;
         sets.push(("rootfs", apt.resolve(&recipe.packages, &recipe.exclude)?));
     }
     if wants(Output::Initrd) {
         let spec = recipe.initrd.as_ref().expect("checked by Recipe::parse");
-        check_known(&mut apt, recipe, "initrd.packages", &spec.packages)?;
+        check_known(apt, recipe, "initrd.packages", &spec.packages)?;
         sets.push(("initrd", apt.resolve(&spec.packages, &spec.exclude)?));
     }
-    if wants(Output::Initrd) || wants(Output::Kernel) {
+    if need_kernel {
         let k = recipe.kernel.as_ref().expect("checked by Recipe::parse");
-        sets.push((
-            "kernel",
-            vec![kernel_package(&mut apt, recipe, &k.package)?],
-        ));
+        sets.push(("kernel", vec![kernel_package(apt, recipe, &k.package)?]));
     }
+    Ok(())
+}
 
-    let mut unique: BTreeMap<String, PackageInfo> = BTreeMap::new();
-    for (_, set) in &sets {
-        for p in set {
-            unique.insert(p.name.clone(), p.clone());
-        }
-    }
-    let all: Vec<PackageInfo> = unique.into_values().collect();
-    progress.step(&format!("fetching {} packages", all.len()));
-    let paths = apt.fetch(&all, |m| progress.detail(m))?;
-    let path_of: BTreeMap<&str, &Path> = all
-        .iter()
-        .map(|p| p.name.as_str())
-        .zip(paths.iter().map(PathBuf::as_path))
-        .collect();
-
+/// Unpacks, configures and writes every output, then the manifest.
+fn build_outputs(
+    recipe: &Recipe,
+    opts: &Options,
+    epoch: u32,
+    progress: &mut Progress,
+    sets: &[(&str, Vec<PackageInfo>)],
+    path_of: &BTreeMap<&str, &Path>,
+) -> Result<Manifest> {
+    let wants = |o: Output| recipe.outputs.contains(&o);
+    let need_rootfs = wants(Output::Squashfs) || wants(Output::Tar) || wants(Output::Ext4);
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let mut manifest = Manifest {
         recipe: RecipeRef {
@@ -268,6 +305,7 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
         arch: recipe.arch.debian().to_string(),
         suite: recipe.suite.clone(),
         epoch,
+        base: None,
         kernel_version: None,
         inputs: Vec::new(),
         files: recipe
@@ -285,7 +323,7 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
             .collect(),
         outputs: Vec::new(),
     };
-    for (role, set) in &sets {
+    for (role, set) in sets {
         for p in set {
             manifest.inputs.push(Input {
                 name: p.name.clone(),
@@ -306,7 +344,25 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
 
     if need_rootfs {
         progress.step("unpacking the root filesystem");
-        let mut tree = rootfs::merged_usr()?;
+        let mut tree = match &recipe.base {
+            Some(b) => {
+                // A base brings its own layout (merged /usr or not); packages go on top.
+                let mut tree = Tree::new();
+                let entries = base::unpack(&recipe.name, b, &mut tree)?;
+                let sha256 = match b.kind {
+                    base::BaseKind::Dir => None,
+                    _ => Some(crate::apt::file_sha256(&b.path)?),
+                };
+                manifest.base = Some(BaseRef {
+                    path: b.written.clone(),
+                    kind: b.kind.name().to_string(),
+                    sha256,
+                    entries,
+                });
+                tree
+            }
+            None => rootfs::merged_usr()?,
+        };
         let n = rootfs::unpack_all(&mut tree, &debs("rootfs"))?;
         rootfs::configure(&mut tree, recipe)?;
         progress.detail(&format!(
@@ -327,11 +383,31 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
             })?;
             manifest.add_output(&opts.out, "rootfs.tar.gz")?;
         }
+        if wants(Output::Ext4) {
+            progress.step("writing rootfs.ext4 (mke2fs, debugfs)");
+            let pid = std::process::id();
+            let tmp = opts.out.join(format!(".rootfs.ext4.tmp{pid}"));
+            let scratch = opts.out.join(format!(".rootfs.ext4.stage{pid}"));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let written = ext4::write(&tree, epoch, &recipe.ext4, &recipe.sha256, &scratch, &tmp)
+                .and_then(|()| {
+                    let f = std::fs::File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+                    let dest = opts.out.join("rootfs.ext4");
+                    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+                });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
+            manifest.add_output(&opts.out, "rootfs.ext4")?;
+        }
     }
 
-    if wants(Output::Initrd) || wants(Output::Kernel) {
+    if wants(Output::Initrd) || wants(Output::Kernel) || wants(Output::Dtbs) {
         let kernel = recipe.kernel.as_ref().expect("checked by Recipe::parse");
         let kdeb = debs("kernel")[0];
+        let mut nfs_only: Vec<String> = Vec::new();
         let (index, order) = if wants(Output::Initrd) {
             progress.step("reading kernel modules");
             let index = Index::scan(kdeb)?;
@@ -343,6 +419,18 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
                 wanted.push((m.clone(), format!("{}: kernel.modules[{i}]", recipe.name)));
             }
             let order = index.load_order(&wanted)?;
+            // What an NBD root loads: everything but the NFS client and what only it needs.
+            let not_nfs: Vec<(String, String)> = wanted
+                .iter()
+                .filter(|(m, _)| !NFS_ROOT_MODULES.contains(&m.as_str()))
+                .cloned()
+                .collect();
+            let base_order = index.load_order(&not_nfs)?;
+            nfs_only = order
+                .iter()
+                .filter(|m| !base_order.contains(m))
+                .cloned()
+                .collect();
             progress.detail(&format!(
                 "{} of {} modules for kernel {}",
                 order.len(),
@@ -362,8 +450,21 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
         }
         let mut ktree = Tree::new();
         let mut vmlinuz: Option<Vec<u8>> = None;
+        // usr/lib/linux-image-<version>/<vendor>/<board>.dtb → "<vendor>/<board>.dtb"
+        let mut dtbs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         deb::visit(kdeb, |e| {
-            if e.link == deb::Link::File && e.path.starts_with("boot/vmlinuz-") {
+            let dtb = e
+                .path
+                .strip_prefix("usr/lib/linux-image-")
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(_, rel)| rel.to_string())
+                .filter(|rel| rel.ends_with(".dtb"));
+            if let (true, deb::Link::File, Some(rel)) = (wants(Output::Dtbs), &e.link, dtb) {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(e.reader, &mut data)
+                    .map_err(|err| Error::io(kdeb, err))?;
+                dtbs.insert(rel, data);
+            } else if e.link == deb::Link::File && e.path.starts_with("boot/vmlinuz-") {
                 let mut data = Vec::new();
                 std::io::Read::read_to_end(e.reader, &mut data)
                     .map_err(|err| Error::io(kdeb, err))?;
@@ -393,11 +494,34 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
             })?;
             manifest.add_output(&opts.out, "vmlinuz")?;
         }
+        if wants(Output::Dtbs) {
+            if dtbs.is_empty() {
+                return Err(Error::package(
+                    &kname,
+                    "no usr/lib/linux-image-*/**.dtb in the package (the dtbs output needs them)",
+                ));
+            }
+            progress.step(&format!("writing {} dtbs", dtbs.len()));
+            let dir = opts.out.join("dtbs");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            }
+            for (rel, data) in &dtbs {
+                let name = format!("dtbs/{rel}");
+                let parent = opts.out.join(&name);
+                let parent = parent.parent().expect("has a parent");
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                write_output(&opts.out, &name, |f| {
+                    f.write_all(data).map_err(|e| Error::io(&name, e))
+                })?;
+                manifest.add_output(&opts.out, &name)?;
+            }
+        }
         if wants(Output::Initrd) {
             progress.step("unpacking initrd packages");
             let mut pkgs = rootfs::merged_usr()?;
             rootfs::unpack_all(&mut pkgs, &debs("initrd"))?;
-            let tree = initrd::build(recipe.arch, &pkgs, &index, &ktree, &order)?;
+            let tree = initrd::build(recipe.arch, &pkgs, &index, &ktree, &order, &nfs_only)?;
             progress.step("writing initrd.cpio.gz");
             let archive = cpio::newc(&tree, epoch);
             let gz = cpio::gzip(&archive).map_err(|e| Error::step("initrd", e.to_string()))?;

@@ -75,57 +75,116 @@ pub fn visit(deb: &Path, mut f: impl FnMut(Entry<'_>) -> Result<()>) -> Result<(
             }
             _ => continue,
         };
-        let mut tar = tar::Archive::new(reader);
-        let entries = tar
-            .entries()
-            .map_err(|e| bad(deb, format!("{name}: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| bad(deb, format!("{name}: {e}")))?;
-            let header = entry.header().clone();
-            let raw_path = entry.path().map_err(|e| bad(deb, format!("{name}: {e}")))?;
-            let path = normalize(&raw_path.to_string_lossy())
-                .map_err(|e| bad(deb, format!("{name}: {e}")))?;
-            let link_target = || -> Result<String> {
-                let l = header
-                    .link_name()
-                    .map_err(|e| bad(deb, format!("{path}: {e}")))?
-                    .ok_or_else(|| bad(deb, format!("{path}: link without target")))?;
-                Ok(l.to_string_lossy().to_string())
-            };
-            let dev = || {
-                (
-                    header.device_major().ok().flatten().unwrap_or(0),
-                    header.device_minor().ok().flatten().unwrap_or(0),
-                )
-            };
-            let link = match header.entry_type() {
-                tar::EntryType::Directory => Link::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous => Link::File,
-                tar::EntryType::Symlink => Link::Symlink(link_target()?),
-                tar::EntryType::Link => Link::Hard(normalize(&link_target()?)?),
-                tar::EntryType::Char => Link::Char(dev().0, dev().1),
-                tar::EntryType::Block => Link::Block(dev().0, dev().1),
-                tar::EntryType::Fifo => Link::Fifo,
-                other => return Err(bad(deb, format!("{path}: unsupported tar entry {other:?}"))),
-            };
-            let mode = header
-                .mode()
-                .map_err(|e| bad(deb, format!("{path}: {e}")))?
-                & 0o7777;
-            let uid = header.uid().map_err(|e| bad(deb, format!("{path}: {e}")))? as u32;
-            let gid = header.gid().map_err(|e| bad(deb, format!("{path}: {e}")))? as u32;
-            f(Entry {
-                path,
-                link,
-                mode,
-                uid,
-                gid,
-                reader: &mut entry,
-            })?;
-        }
+        let label = name.clone();
+        visit_tar(reader, |m| bad(deb, format!("{label}: {m}")), &mut f)?;
         return Ok(());
     }
     Err(bad(deb, "no data.tar member"))
+}
+
+/// Calls `f` for every member of the tar stream `reader`, in archive order; `bad` turns a
+/// message (which names the member where there is one) into the caller's error.
+///
+/// PAX and GNU long-name records are applied to the member they describe; global PAX headers
+/// are skipped; sockets and other types are refused.
+pub fn visit_tar(
+    reader: impl Read,
+    bad: impl Fn(String) -> Error,
+    mut f: impl FnMut(Entry<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let header = entry.header().clone();
+        if header.entry_type() == tar::EntryType::XGlobalHeader {
+            continue;
+        }
+        let raw_path = entry.path().map_err(|e| bad(e.to_string()))?;
+        let path = normalize(&raw_path.to_string_lossy()).map_err(|e| bad(e.to_string()))?;
+        let link_target = || -> Result<String> {
+            let l = header
+                .link_name()
+                .map_err(|e| bad(format!("{path}: {e}")))?
+                .ok_or_else(|| bad(format!("{path}: link without target")))?;
+            Ok(l.to_string_lossy().to_string())
+        };
+        let dev = || {
+            (
+                header.device_major().ok().flatten().unwrap_or(0),
+                header.device_minor().ok().flatten().unwrap_or(0),
+            )
+        };
+        let link = match header.entry_type() {
+            tar::EntryType::Directory => Link::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => Link::File,
+            tar::EntryType::Symlink => Link::Symlink(link_target()?),
+            tar::EntryType::Link => {
+                Link::Hard(normalize(&link_target()?).map_err(|e| bad(format!("{path}: {e}")))?)
+            }
+            tar::EntryType::Char => Link::Char(dev().0, dev().1),
+            tar::EntryType::Block => Link::Block(dev().0, dev().1),
+            tar::EntryType::Fifo => Link::Fifo,
+            other => return Err(bad(format!("{path}: unsupported tar entry {other:?}"))),
+        };
+        let mode = header.mode().map_err(|e| bad(format!("{path}: {e}")))? & 0o7777;
+        let uid = header.uid().map_err(|e| bad(format!("{path}: {e}")))?;
+        let gid = header.gid().map_err(|e| bad(format!("{path}: {e}")))?;
+        let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
+            return Err(bad(format!(
+                "{path}: owner {uid}:{gid} does not fit 32 bits"
+            )));
+        };
+        f(Entry {
+            path,
+            link,
+            mode,
+            uid,
+            gid,
+            reader: &mut entry,
+        })?;
+    }
+    Ok(())
+}
+
+/// Stores one archive member in `tree` (a hard link shares its target's data); `bad` makes
+/// the caller's error from a message naming the member.
+pub fn insert_entry(tree: &mut Tree, e: Entry<'_>, bad: impl Fn(String) -> Error) -> Result<()> {
+    let kind = match e.link {
+        Link::Dir => Kind::Dir,
+        Link::File => {
+            let mut data = Vec::new();
+            e.reader
+                .read_to_end(&mut data)
+                .map_err(|err| bad(format!("{}: {err}", e.path)))?;
+            Kind::File(std::sync::Arc::new(data))
+        }
+        Link::Symlink(t) => Kind::Symlink(t),
+        Link::Hard(target) => match tree.follow(&target) {
+            Some((
+                _,
+                n @ Node {
+                    kind: Kind::File(_),
+                    ..
+                },
+            )) => n.kind.clone(),
+            _ => return Err(bad(format!("{}: hard link to missing /{target}", e.path))),
+        },
+        Link::Char(major, minor) => Kind::CharDev { major, minor },
+        Link::Block(major, minor) => Kind::BlockDev { major, minor },
+        Link::Fifo => Kind::Fifo,
+    };
+    tree.insert(
+        &e.path,
+        Node {
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+        },
+    )
+    .map_err(|err| bad(err.to_string()))?;
+    Ok(())
 }
 
 /// Unpacks every member of `deb` for which `keep(path)` holds into `tree`.
@@ -138,45 +197,7 @@ pub fn unpack(deb: &Path, tree: &mut Tree, mut keep: impl FnMut(&str) -> bool) -
         if e.path.is_empty() || !keep(&e.path) {
             return Ok(());
         }
-        let kind = match e.link {
-            Link::Dir => Kind::Dir,
-            Link::File => {
-                let mut data = Vec::new();
-                e.reader
-                    .read_to_end(&mut data)
-                    .map_err(|err| bad(deb, format!("{}: {err}", e.path)))?;
-                Kind::File(std::sync::Arc::new(data))
-            }
-            Link::Symlink(t) => Kind::Symlink(t),
-            Link::Hard(target) => match tree.follow(&target) {
-                Some((
-                    _,
-                    n @ Node {
-                        kind: Kind::File(_),
-                        ..
-                    },
-                )) => n.kind.clone(),
-                _ => {
-                    return Err(bad(
-                        deb,
-                        format!("{}: hard link to missing /{target}", e.path),
-                    ))
-                }
-            },
-            Link::Char(major, minor) => Kind::CharDev { major, minor },
-            Link::Block(major, minor) => Kind::BlockDev { major, minor },
-            Link::Fifo => Kind::Fifo,
-        };
-        tree.insert(
-            &e.path,
-            Node {
-                kind,
-                mode: e.mode,
-                uid: e.uid,
-                gid: e.gid,
-            },
-        )
-        .map_err(|err| bad(deb, err))?;
+        insert_entry(tree, e, |m| bad(deb, m))?;
         count += 1;
         Ok(())
     })?;

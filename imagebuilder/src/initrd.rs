@@ -35,13 +35,16 @@ fn device(kind: Kind, mode: u32) -> Node {
 /// Builds the initrd tree.
 ///
 /// `packages` is the unpacked initrd package set; `modules` is the kernel's module tree
-/// (`lib/modules/<version>/…`, uncompressed) holding at least `load_order`'s files.
+/// (`lib/modules/<version>/…`, uncompressed) holding at least `load_order`'s files. The
+/// modules named in `nfs_only` (a subset of `load_order`) go to `/etc/labboot/modules.nfs`,
+/// which `/init` loads only for an NFS root; the others to `/etc/labboot/modules`.
 pub fn build(
     arch: Arch,
     packages: &Tree,
     index: &Index,
     modules: &Tree,
     load_order: &[String],
+    nfs_only: &[String],
 ) -> Result<Tree> {
     let mut t = merged_usr()?;
     for d in [
@@ -101,6 +104,7 @@ pub fn build(
 
     let base = format!("lib/modules/{}", index.version);
     let mut list = String::new();
+    let mut nfs_list = String::new();
     for name in load_order {
         let rel = &index.modules[name].rel;
         let path = format!("{base}/{rel}");
@@ -108,6 +112,11 @@ pub fn build(
             Error::step("initrd", format!("module file /{path} was not extracted"))
         })?;
         t.insert(&path, Node::file(0o644, node.data().to_vec()))?;
+        let list = if nfs_only.contains(name) {
+            &mut nfs_list
+        } else {
+            &mut list
+        };
         list.push_str(&format!("/{path}\n"));
     }
     t.insert(
@@ -115,6 +124,10 @@ pub fn build(
         Node::file(0o644, index.modules_dep(load_order)?.into_bytes()),
     )?;
     t.insert("etc/labboot/modules", Node::file(0o644, list.into_bytes()))?;
+    t.insert(
+        "etc/labboot/modules.nfs",
+        Node::file(0o644, nfs_list.into_bytes()),
+    )?;
     t.insert(
         "etc/labboot/udhcpc.script",
         Node::file(0o755, UDHCPC_SCRIPT.as_bytes().to_vec()),
@@ -161,6 +174,7 @@ mod tests {
             &Tree::new(),
             &Index::default(),
             &Tree::new(),
+            &[],
             &[],
         )
         .unwrap_err();

@@ -16,16 +16,18 @@
 //! println!("{} outputs", manifest.outputs.len());
 //! # Ok::<(), imagebuilder::Error>(())
 //! ```
-//!
-//! Not done here: `base` tarballs/directories, ext4 images and dtbs.
+//! A recipe's `base` tarball or directory goes under the packages ([`base`]); `rootfs.ext4` is
+//! made with e2fsprogs ([`ext4`]); the kernel package's dtbs can be copied out.
 
 pub mod apt;
+pub mod base;
 pub mod bootscr;
 pub mod build;
 pub mod cpio;
 pub mod deb;
 pub mod elf;
 mod error;
+pub mod ext4;
 pub mod initrd;
 pub mod manifest;
 pub mod modules;

@@ -47,6 +47,20 @@ pub struct SourceFile {
     pub sha256: String,
 }
 
+/// The recipe's `base`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BaseRef {
+    /// `base` as written in the recipe.
+    pub path: String,
+    /// `directory`, `tar`, `tar.gz`, `tar.xz` or `tar.zst`.
+    pub kind: String,
+    /// sha256 of a tarball (a directory has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Entries it gave.
+    pub entries: usize,
+}
+
 /// One output file.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct OutputRef {
@@ -69,6 +83,9 @@ pub struct Manifest {
     pub suite: String,
     /// Timestamp of every file.
     pub epoch: u32,
+    /// The base tarball or directory, if the recipe has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
     /// Kernel version of the modules, if a kernel was used.
     pub kernel_version: Option<String>,
     /// Input packages, sorted by role then name.
@@ -120,6 +137,7 @@ mod tests {
             arch: "arm64".into(),
             suite: "bookworm".into(),
             epoch: 1,
+            base: None,
             kernel_version: None,
             inputs: vec![],
             files: vec![],

@@ -28,6 +28,10 @@ pub const ROOT_MODULES: &[&str] = &[
     "nfsv3",
 ];
 
+/// The members of [`ROOT_MODULES`] only an NFS root needs (their dependencies that nothing
+/// else needs are loaded only with them).
+pub const NFS_ROOT_MODULES: &[&str] = &["nfs", "nfsv3"];
+
 /// The module name the kernel uses for a file name (`nf-nat.ko.xz` → `nf_nat`).
 pub fn module_name(file: &str) -> String {
     let base = file.rsplit('/').next().unwrap_or(file);

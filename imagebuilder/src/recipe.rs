@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::base::{detect, BaseKind, BaseSpec};
 use crate::error::{Error, Result};
 use crate::tree::normalize;
 
@@ -85,6 +86,10 @@ pub enum Output {
     Kernel,
     /// `boot.scr`: a U-Boot script image booting this master over TFTP + NBD.
     Bootscr,
+    /// `rootfs.ext4`: the same tree as an ext4 image (`mke2fs -d`, then `debugfs`).
+    Ext4,
+    /// `dtbs/`: the kernel package's device trees, vendor folders kept.
+    Dtbs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +98,7 @@ struct RawRecipe {
     arch: String,
     suite: String,
     epoch: Option<i64>,
+    base: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     packages: Vec<String>,
     #[serde(default)]
@@ -113,7 +119,22 @@ struct RawRecipe {
     kernel: Option<RawKernel>,
     initrd: Option<RawInitrd>,
     boot: Option<RawBoot>,
+    ext4: Option<RawExt4>,
     outputs: Vec<Output>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBaseMap {
+    path: String,
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExt4 {
+    size: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +324,28 @@ pub struct BootSpec {
     pub tftp_window: u16,
 }
 
+/// How the ext4 image is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ext4Spec {
+    /// Image size in bytes (a multiple of 4096); `None`: sized from the tree.
+    pub size: Option<u64>,
+}
+
+/// Parses an ext4 size: bytes, or a number with a binary suffix `K`, `M` or `G`.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, 'K' | 'k') => (&text[..i], 1u64 << 10),
+        (i, 'M' | 'm') => (&text[..i], 1 << 20),
+        (i, 'G' | 'g') => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 /// A checked recipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
@@ -316,6 +359,8 @@ pub struct Recipe {
     pub suite: String,
     /// Timestamp for every file, if the recipe fixes one.
     pub epoch: Option<u32>,
+    /// A tarball or directory the packages are unpacked over ([`crate::base`]).
+    pub base: Option<BaseSpec>,
     /// Root filesystem packages.
     pub packages: Vec<String>,
     /// Dependencies not to fetch.
@@ -340,6 +385,8 @@ pub struct Recipe {
     pub initrd: Option<InitrdSpec>,
     /// Boot script parameters.
     pub boot: Option<BootSpec>,
+    /// ext4 image parameters (defaults when the recipe has no `ext4` section).
+    pub ext4: Ext4Spec,
     /// Outputs wanted.
     pub outputs: BTreeSet<Output>,
 }
@@ -420,6 +467,53 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// Checks `base`: a path (string form, field `base`) or `{path, uid, gid}` (fields
+    /// `base.path`, `base.uid`, `base.gid`); owners only for a directory.
+    fn base(&self, dir: &Path, value: serde_yaml_ng::Value) -> Result<BaseSpec> {
+        let (written, uid, gid, field) = match value {
+            serde_yaml_ng::Value::String(path) => (path, None, None, "base"),
+            v @ serde_yaml_ng::Value::Mapping(_) => {
+                let m: RawBaseMap =
+                    serde_yaml_ng::from_value(v).map_err(|e| self.err("base", e.to_string()))?;
+                (m.path, m.uid, m.gid, "base.path")
+            }
+            _ => {
+                return Err(self.err(
+                    "base",
+                    "must be a path or {path, uid, gid} (a tarball or a directory)",
+                ))
+            }
+        };
+        if written.is_empty() {
+            return Err(self.err(field, "must not be empty"));
+        }
+        let path = dir.join(&written);
+        let kind = detect(&path).map_err(|m| self.err(field, m))?;
+        if kind != BaseKind::Dir {
+            for (name, v) in [("base.uid", uid), ("base.gid", gid)] {
+                if v.is_some() {
+                    return Err(self.err(
+                        name,
+                        format!(
+                            "{} is a {} with its own owners; uid and gid are for a directory base",
+                            written,
+                            kind.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(BaseSpec {
+            written,
+            path,
+            kind,
+            uid: uid.unwrap_or(0),
+            gid: gid.unwrap_or(0),
+        })
+    }
+}
+
 impl Recipe {
     /// Reads and checks the recipe at `path`; `source` files are relative to its directory.
     pub fn load(path: &Path) -> Result<Recipe> {
@@ -459,6 +553,10 @@ impl Recipe {
         };
         c.packages("packages", &raw.packages)?;
         c.packages("exclude", &raw.exclude)?;
+        let base = match raw.base {
+            None => None,
+            Some(v) => Some(c.base(dir, v)?),
+        };
         if let Some(h) = &raw.hostname {
             let ok = !h.is_empty()
                 && h.len() <= 63
@@ -664,6 +762,33 @@ impl Recipe {
                 })
             }
         };
+        let ext4 = match raw.ext4 {
+            None => Ext4Spec::default(),
+            Some(e) => {
+                let size = match e.size {
+                    None => None,
+                    Some(v) => {
+                        let text = match &v {
+                            serde_yaml_ng::Value::Number(n) => n.to_string(),
+                            serde_yaml_ng::Value::String(s) => s.clone(),
+                            _ => String::new(),
+                        };
+                        let bytes = parse_size(&text)
+                            .filter(|b| *b >= 4 << 20 && *b % 4096 == 0)
+                            .ok_or_else(|| {
+                                c.err(
+                                    "ext4.size",
+                                    format!(
+                                        "{text:?} is not a size of at least 4M in whole 4K blocks (bytes, or a number with K, M or G)"
+                                    ),
+                                )
+                            })?;
+                        Some(bytes)
+                    }
+                };
+                Ext4Spec { size }
+            }
+        };
         let mut outputs = BTreeSet::new();
         for (i, o) in raw.outputs.iter().enumerate() {
             if !outputs.insert(*o) {
@@ -673,10 +798,18 @@ impl Recipe {
         if outputs.is_empty() {
             return Err(c.err("outputs", "lists nothing to build"));
         }
-        if (outputs.contains(&Output::Squashfs) || outputs.contains(&Output::Tar))
+        let rootfs_outputs = [Output::Squashfs, Output::Tar, Output::Ext4];
+        if rootfs_outputs.iter().any(|o| outputs.contains(o))
             && raw.packages.is_empty()
+            && base.is_none()
         {
-            return Err(c.err("packages", "a root filesystem needs at least one package"));
+            return Err(c.err(
+                "packages",
+                "a root filesystem needs a base or at least one package",
+            ));
+        }
+        if outputs.contains(&Output::Dtbs) && kernel.is_none() {
+            return Err(c.err("kernel", "the dtbs output needs kernel.package"));
         }
         if outputs.contains(&Output::Initrd) {
             if kernel.is_none() {
@@ -707,6 +840,7 @@ impl Recipe {
             arch,
             suite: raw.suite,
             epoch,
+            base,
             packages: raw.packages,
             exclude: raw.exclude.into_iter().collect(),
             hostname: raw.hostname,
@@ -719,6 +853,7 @@ impl Recipe {
             kernel,
             initrd,
             boot,
+            ext4,
             outputs,
         })
     }
@@ -859,6 +994,99 @@ mod tests {
         assert_eq!(
             e,
             "recipe.yaml: users[0].shell: may not contain ':' or a newline"
+        );
+    }
+
+    #[test]
+    fn base_may_replace_packages_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tree")).unwrap();
+        std::fs::write(dir.path().join("junk.tar"), b"junk").unwrap();
+        let p = |text: &str| Recipe::parse("recipe.yaml", dir.path(), text.as_bytes());
+        let head = "arch: arm64\nsuite: bookworm\noutputs: [squashfs]\n";
+        let r = p(&format!("{head}base: tree\n")).unwrap();
+        let b = r.base.unwrap();
+        assert_eq!((b.kind, b.uid, b.gid), (BaseKind::Dir, 0, 0));
+        assert_eq!(b.path, dir.path().join("tree"));
+        let r = p(&format!(
+            "{head}base: {{path: tree, uid: 1000, gid: 100}}\n"
+        ))
+        .unwrap();
+        assert_eq!(r.base.map(|b| (b.uid, b.gid)), Some((1000, 100)));
+        let e = p(&format!("{head}base: junk.tar\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("recipe.yaml: base: ")
+                && e.ends_with(
+                    "junk.tar is neither a directory nor a tar, tar.gz, tar.xz or tar.zst file"
+                ),
+            "{e}"
+        );
+        let e = p(&format!("{head}base: {{path: nope}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("recipe.yaml: base.path: ") && e.contains("nope"),
+            "{e}"
+        );
+        let e = p(&format!("{head}base: {{path: tree, owner: 0}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("recipe.yaml: base: unknown field `owner`"),
+            "{e}"
+        );
+        let e = p(&format!("{head}base: [tree]\n")).unwrap_err().to_string();
+        assert!(e.starts_with("recipe.yaml: base: must be a path"), "{e}");
+        let e = p(head).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "recipe.yaml: packages: a root filesystem needs a base or at least one package"
+        );
+    }
+
+    #[test]
+    fn a_tarball_base_refuses_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        tar.append_data(&mut h, "etc/", std::io::empty()).unwrap();
+        std::fs::write(dir.path().join("b.tar"), tar.into_inner().unwrap()).unwrap();
+        let text = "arch: arm64\nsuite: bookworm\noutputs: [tar]\nbase: {path: b.tar, gid: 5}\n";
+        let e = Recipe::parse("recipe.yaml", dir.path(), text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "recipe.yaml: base.gid: b.tar is a tar with its own owners; uid and gid are for a directory base"
+        );
+    }
+
+    #[test]
+    fn ext4_size_is_checked() {
+        let r = parse(&format!("{GOOD}ext4: {{size: 64M}}\n")).unwrap();
+        assert_eq!(r.ext4.size, Some(64 << 20));
+        let r = parse(&format!("{GOOD}ext4: {{size: 8388608}}\n")).unwrap();
+        assert_eq!(r.ext4.size, Some(8 << 20));
+        assert_eq!(parse(GOOD).unwrap().ext4.size, None);
+        for bad in ["1M", "12345", "lots", "-64M"] {
+            let e = err(&format!("{GOOD}ext4: {{size: {bad}}}\n"));
+            assert!(e.starts_with("recipe.yaml: ext4.size: "), "{e}");
+        }
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("M"), None);
+    }
+
+    #[test]
+    fn dtbs_need_a_kernel() {
+        let e = err(&GOOD.replace("[squashfs]", "[squashfs, dtbs]"));
+        assert_eq!(
+            e,
+            "recipe.yaml: kernel: the dtbs output needs kernel.package"
         );
     }
 }

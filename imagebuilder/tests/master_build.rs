@@ -85,17 +85,37 @@ fn shipped_recipe_is_reproducible_and_complete() {
 
     // Same bytes, every output, and the manifests themselves.
     assert_eq!(hashes(&first), hashes(&second));
-    let names: Vec<&str> = first.outputs.iter().map(|o| o.name.as_str()).collect();
+    let names: Vec<&str> = first
+        .outputs
+        .iter()
+        .map(|o| o.name.as_str())
+        .filter(|n| !n.starts_with("dtbs/"))
+        .collect();
     assert_eq!(
         names,
         [
             "boot.scr",
             "initrd.cpio.gz",
+            "rootfs.ext4",
             "rootfs.squashfs",
             "rootfs.tar.gz",
             "vmlinuz"
         ]
     );
+    // The kernel package's device trees, vendor folders kept, each listed in the manifest.
+    let dtbs: Vec<&str> = first
+        .outputs
+        .iter()
+        .map(|o| o.name.as_str())
+        .filter(|n| n.starts_with("dtbs/"))
+        .collect();
+    assert!(dtbs.len() > 100, "{} dtbs", dtbs.len());
+    for want in ["dtbs/arm/juno.dtb", "dtbs/broadcom/bcm2711-rpi-4-b.dtb"] {
+        assert!(dtbs.contains(&want), "{want} missing: {dtbs:?}");
+    }
+    assert!(dtbs
+        .iter()
+        .all(|d| d.ends_with(".dtb") && d.matches('/').count() == 2));
     assert_eq!(
         std::fs::read(a.path().join("manifest.json")).unwrap(),
         std::fs::read(b.path().join("manifest.json")).unwrap()
@@ -112,7 +132,9 @@ fn shipped_recipe_is_reproducible_and_complete() {
     assert_ne!(h1["rootfs.squashfs"], h3["rootfs.squashfs"]);
     assert_ne!(h1["initrd.cpio.gz"], h3["initrd.cpio.gz"]);
     assert_ne!(h1["rootfs.tar.gz"], h3["rootfs.tar.gz"]);
+    assert_ne!(h1["rootfs.ext4"], h3["rootfs.ext4"]);
     assert_eq!(h1["vmlinuz"], h3["vmlinuz"]);
+    assert_eq!(h1["dtbs/arm/juno.dtb"], h3["dtbs/arm/juno.dtb"]);
     assert_ne!(
         h1["boot.scr"], h3["boot.scr"],
         "the script image header carries the epoch"
@@ -155,6 +177,34 @@ fn shipped_recipe_is_reproducible_and_complete() {
             .any(|l| l.starts_with("drwxrwxrwt 0/0") && l.ends_with("squashfs-root/tmp")),
         "{fs}"
     );
+    // Every time is the epoch, the root directory's too.
+    assert!(
+        fs.lines()
+            .all(|l| !l.contains("squashfs-root") || l.contains(" 2023-11-14 22:13 ")),
+        "{fs}"
+    );
+
+    // The ext4 image: clean for e2fsck, the same owners and modes as the squashfs.
+    let ext4 = a.path().join("rootfs.ext4");
+    listing(Command::new("e2fsck").arg("-fn").arg(&ext4));
+    let root_ls = listing(Command::new("debugfs").args(["-R", "ls -l /"]).arg(&ext4));
+    let tmp = root_ls
+        .lines()
+        .find(|l| l.trim_end().ends_with(" tmp"))
+        .unwrap_or_else(|| panic!("no /tmp in:\n{root_ls}"));
+    let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words(tmp).contains(" 41777 (2) 0 0 "), "{tmp}");
+    let sbin_ls = listing(
+        Command::new("debugfs")
+            .args(["-R", "ls -l /usr/sbin"])
+            .arg(&ext4),
+    );
+    let agent = sbin_ls
+        .lines()
+        .find(|l| l.trim_end().ends_with(" labboot-agent"))
+        .unwrap_or_else(|| panic!("no labboot-agent in:\n{sbin_ls}"));
+    assert!(words(agent).contains(" 100755 (1) 0 0 "), "{agent}");
+    assert!(agent.contains("14-Nov-2023 22:13"), "{agent}");
 
     // The initrd, as GNU cpio sees it.
     let cpio_in = std::fs::File::open(a.path().join("initrd.cpio.gz")).unwrap();

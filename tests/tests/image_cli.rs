@@ -145,3 +145,22 @@ fn unconfigured_arch_says_how_to_add_it() {
         "labboot: apt: architecture riscv64 is not configured: run `dpkg --add-architecture riscv64 && apt-get update` (scripts/setup.sh does)"
     );
 }
+
+#[test]
+fn a_base_that_is_not_a_tarball_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rootfs.tar.gz"), b"not gzip at all").unwrap();
+    let (code, err) = build(
+        dir.path(),
+        &format!("{GOOD_HEAD}base: rootfs.tar.gz\noutputs: [squashfs]\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("labboot: ")
+            && err.contains("recipe.yaml: base: ")
+            && err.ends_with(
+                "rootfs.tar.gz is neither a directory nor a tar, tar.gz, tar.xz or tar.zst file"
+            ),
+        "{err}"
+    );
+}

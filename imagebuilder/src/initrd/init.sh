@@ -29,10 +29,17 @@ step=cmdline
 [ -n "$root" ] || fail "no labboot.root= on the kernel command line"
 
 step=modules
-while read -r m; do
-	[ -n "$m" ] || continue
-	insmod "$m" || fail "insmod $m"
-done </etc/labboot/modules
+# The NFS client stack is loaded only for an NFS root: it is a third of the modules' load time.
+load_modules() {
+	while read -r m; do
+		[ -n "$m" ] || continue
+		insmod "$m" || fail "insmod $m"
+	done <"$1"
+}
+load_modules /etc/labboot/modules
+case "$root" in
+nfs:*) load_modules /etc/labboot/modules.nfs ;;
+esac
 
 step=network
 iface=
@@ -71,17 +78,48 @@ nbd:*)
 	;;
 nfs:*)
 	spec=${root#nfs:}
-	mount -t nfs -o ro,nolock,vers=3 "$spec" /lower || fail "mount nfs $spec read-only"
+	host=${spec%%:*}
+	path=${spec#*:}
+	[ "$host" != "$spec" ] && [ -n "$host" ] && [ "${path#/}" != "$path" ] ||
+		fail "labboot.root=$root is not nfs:HOST:/PATH"
+	# busybox's mount hands the options to the kernel as text, so they carry the server's address;
+	# the kernel asks the server's portmapper (port 111) for the NFS and MOUNT ports over TCP.
+	mount -t nfs -o "ro,nolock,vers=3,proto=tcp,mountproto=tcp,addr=$host" "$host:$path" /lower ||
+		fail "mount nfs $spec read-only"
 	lower="nfs:$spec"
 	;;
 *) fail "labboot.root=$root is neither nbd:HOST:PORT/EXPORT nor nfs:HOST:/PATH" ;;
 esac
 
 step=overlay
+# labboot.overlay=tmpfs (default): changes live in a tmpfs over the read-only root.
+# labboot.overlay=none: an NFS root is remounted read-write and used as it is (a per-job export).
+overlay=tmpfs
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	labboot.overlay=*) overlay=${arg#labboot.overlay=} ;;
+	esac
+done
 mount -t tmpfs -o mode=0755 tmpfs /rw || fail "mount tmpfs"
-mkdir -p /rw/upper /rw/work
-mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
-	fail "mount overlay"
+case "$overlay" in
+tmpfs)
+	mkdir -p /rw/upper /rw/work
+	mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
+		fail "mount overlay"
+	;;
+none)
+	case "$lower" in
+	nfs:*) ;;
+	*) fail "labboot.overlay=none needs an nfs: root, not $lower" ;;
+	esac
+	mount -o remount,rw /lower || fail "remount $lower read-write"
+	mount --bind /lower /newroot || fail "mount --bind /lower /newroot"
+	# Per-boot state (/run/labboot/env) stays off the export.
+	mkdir -p /newroot/run || fail "mkdir /newroot/run"
+	mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "mount tmpfs on /newroot/run"
+	;;
+*) fail "labboot.overlay=$overlay is neither tmpfs nor none" ;;
+esac
 
 step=switch_root
 mkdir -p /newroot/run/labboot/lower /newroot/run/labboot/rw /newroot/dev /newroot/etc
