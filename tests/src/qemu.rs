@@ -22,7 +22,7 @@ pub const QEMU_ARM64: &str = "qemu-system-aarch64";
 /// How to start a board.
 #[derive(Debug, Clone)]
 pub struct BoardConfig {
-    /// Firmware (`-bios`), U-Boot by default.
+    /// Firmware (`-bios`), U-Boot by default; an empty path means none (QEMU loads `-kernel`).
     pub firmware: PathBuf,
     /// Raw disk image attached as virtio-blk (the SD card), if any.
     pub disk: Option<PathBuf>,
@@ -111,6 +111,31 @@ impl Board {
         Board::start(Some(netns), &config)
     }
 
+    /// Starts a board in `netns` with no firmware: QEMU loads `kernel` and `initrd` itself and
+    /// boots them with `append` as the kernel command line, the NIC on `tap`.
+    pub fn boot_kernel(
+        netns: &Netns,
+        tap: &str,
+        kernel: &Path,
+        initrd: &Path,
+        append: &str,
+    ) -> anyhow::Result<Board> {
+        let config = BoardConfig {
+            firmware: PathBuf::new(),
+            tap: Some(tap.to_string()),
+            extra_args: vec![
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                append.to_string(),
+            ],
+            ..BoardConfig::default()
+        };
+        Board::start(Some(netns), &config)
+    }
+
     /// The serial console.
     pub fn console(&mut self) -> &mut Console {
         &mut self.console
@@ -157,8 +182,10 @@ fn qemu_args(config: &BoardConfig, socket: &Path) -> Vec<String> {
     .to_vec();
     args.push("-m".into());
     args.push(config.memory_mib.to_string());
-    args.push("-bios".into());
-    args.push(config.firmware.display().to_string());
+    if !config.firmware.as_os_str().is_empty() {
+        args.push("-bios".into());
+        args.push(config.firmware.display().to_string());
+    }
     args.push("-chardev".into());
     args.push(format!(
         "socket,id=console,path={},server=on,wait=on",
