@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::attrcache::AttrCache;
 use super::config::{Access, ExportSpec};
 use super::rpc::Credential;
 use super::status::NfsStat;
@@ -533,6 +534,7 @@ pub struct Export {
     root_stat: Stat,
     paths: Mutex<InodeMap<PathBuf>>,
     last_walk: Mutex<Option<Instant>>,
+    attrs: AttrCache,
 }
 
 impl Export {
@@ -551,7 +553,15 @@ impl Export {
         let root_stat = statx_at(root.as_raw_fd(), c"")?;
         let mut paths = InodeMap::default();
         paths.insert(root_stat.ino, PathBuf::new());
+        let attrs = AttrCache::watch(spec.dir()).unwrap_or_else(|e| {
+            tracing::info!(
+                export = spec.name(),
+                "nfs: attribute cache off (fanotify: {e}): every attribute is read from disk"
+            );
+            AttrCache::off()
+        });
         Ok(Export {
+            attrs,
             id: export_id(spec.name()),
             spec,
             root,
@@ -1252,9 +1262,10 @@ impl Export {
     /// Cookies are the directory's own seek positions (`d_off`), which stay valid while the
     /// directory changes, so a listing resumed after other clients' changes neither skips nor
     /// repeats entries that were there all along. A page that continues the calling thread's
-    /// previous page of an unchanged directory resumes its open stream (`OpenListing`); the
-    /// attributes of every entry are read afresh for every call. Returns whether the end was
-    /// reached.
+    /// previous page of an unchanged directory resumes its open stream (`OpenListing`). Entries'
+    /// attributes are read from disk, or for a root caller from the export's [`AttrCache`],
+    /// which drops whatever the kernel reports changed before this call. Returns whether the
+    /// end was reached.
     pub fn readdir(
         &self,
         dir: &Obj,
@@ -1295,6 +1306,10 @@ impl Export {
                 (stream, None)
             }
         };
+        // Root's answers do not depend on permissions, so they may come from the cache.
+        let cache = plus && cred.is_some_and(|c| c.uid == 0) && self.attrs.is_on();
+        let epoch = self.attrs.sync();
+        let now = Instant::now();
         let mut last = cookie;
         loop {
             let raw = match pending.take() {
@@ -1314,10 +1329,29 @@ impl Export {
             } else if e.name == b"." {
                 Some((self.handle_of(&dir.stat), dir.stat))
             } else if is_parent {
-                self.lookup(dir, b"..", cred).ok()
+                // The parent was listed (so kept) just before, in a walk from the top.
+                match self.attrs.get(e.ino, now).filter(|_| cache) {
+                    Some(st) => Some((self.handle_of(&st), st)),
+                    None => self.lookup(dir, b"..", cred).ok(),
+                }
             } else {
-                let c = cstr(&e.name)?;
-                statx_at(dir.fd.as_raw_fd(), &c).ok().map(|st| {
+                let kept = if cache {
+                    self.attrs.get(e.ino, now)
+                } else {
+                    None
+                };
+                let st = match kept {
+                    Some(st) => Some(st),
+                    None => {
+                        let c = cstr(&e.name)?;
+                        let st = statx_at(dir.fd.as_raw_fd(), &c).ok();
+                        if let (true, Some(st)) = (cache, st) {
+                            self.attrs.put(st, now, epoch);
+                        }
+                        st
+                    }
+                };
+                st.map(|st| {
                     self.remember_entry(st.ino, &dir.path, &e.name);
                     (self.handle_of(&st), st)
                 })
@@ -1571,5 +1605,46 @@ mod tests {
             NfsStat::ROFS
         );
         assert!(!d.path().join("x").exists());
+    }
+
+    /// READDIRPLUS for root may answer from the attribute cache, but a change made on the host
+    /// between two listings shows in the second at once.
+    #[test]
+    fn a_host_change_shows_in_the_next_listing_for_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"1").unwrap();
+        let ex = export(d.path(), "ro");
+        let root = Credential::default();
+        let mode_of_f = || {
+            let dir = ex.resolve(&ex.root_handle()).unwrap();
+            let mut mode = None;
+            ex.readdir(
+                &dir,
+                0,
+                Some(&root),
+                |e, plus| {
+                    if e.name == b"f" {
+                        mode = plus.map(|(_, st)| (st.mode, st.size));
+                    }
+                    true
+                },
+                true,
+            )
+            .unwrap();
+            mode.expect("f listed with attributes")
+        };
+        let on_disk = std::fs::metadata(d.path().join("f"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(mode_of_f(), (on_disk, 1));
+        assert_eq!(mode_of_f(), (on_disk, 1), "listed again, unchanged");
+        std::fs::set_permissions(d.path().join("f"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        assert_eq!(mode_of_f(), (0o600, 1));
+        std::fs::write(d.path().join("f"), b"12345").unwrap();
+        assert_eq!(mode_of_f(), (0o600, 5));
     }
 }

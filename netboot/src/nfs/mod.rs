@@ -19,6 +19,7 @@
 //! What it leaves out: NFSv2 and v4, UDP for NFS itself (portmap answers on UDP and TCP), NLM
 //! locking (clients mount with `nolock`, as an NFS root does), and RPCSEC_GSS.
 
+pub mod attrcache;
 pub mod config;
 pub mod exports;
 pub mod fs;
