@@ -280,7 +280,9 @@ mod tests {
         };
         let file = dir.path().join("f");
         std::fs::write(&file, b"one").unwrap();
-        let changes: Vec<(&str, Box<dyn Fn()>)> = vec![
+        /// A named change made on the host.
+        type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+        let changes: Vec<Change> = vec![
             (
                 "write",
                 Box::new(|| std::fs::write(&file, b"longer").unwrap()),
