@@ -2,6 +2,7 @@
 //!
 //! * [`binary`] finds (and if needed builds) the `labboot` binary under test.
 //! * [`netns`] creates private network namespaces with veth pairs and tap devices, removed on drop.
+//! * [`master`] builds the shipped master image and starts the master labs' DHCP server.
 //! * [`qemu`] starts an arm64 QEMU board running real U-Boot from a disk image and a tap NIC.
 //! * [`console`] reads a serial console with an expect-style API.
 //! * [`process`] runs a server under test until it logs readiness, and kills it on drop.
@@ -11,6 +12,7 @@
 
 pub mod binary;
 pub mod console;
+pub mod master;
 pub mod netns;
 pub mod process;
 pub mod qemu;

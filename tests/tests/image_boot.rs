@@ -4,11 +4,11 @@
 //! `labboot-master board=<id> root=<ro lower> overlay=tmpfs`, accept a file written in `/`,
 //! and leave the image file's sha256 unchanged.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use labboot_tests::binary::{labboot_bin, make_sdcard, workspace_root};
+use labboot_tests::binary::{labboot_bin, make_sdcard};
 use labboot_tests::console::Console;
 use labboot_tests::netns::Netns;
 use labboot_tests::process::ServerProcess;
@@ -34,44 +34,14 @@ fn sha256(path: &Path) -> String {
         .collect()
 }
 
-/// Builds the shipped recipe into `out` (packages cached between runs).
 fn build_master(out: &Path) {
-    let cache = std::env::var_os("LABBOOT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("imagebuilder-cache"));
-    let status = Command::new(labboot_bin())
-        .args(["image", "build", "-q"])
-        .arg(workspace_root().join("imagebuilder/recipes/master-arm64.yaml"))
-        .arg("--out")
-        .arg(out)
-        .arg("--cache")
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(status.success(), "labboot image build failed");
+    labboot_tests::master::build_master(Path::new(env!("CARGO_TARGET_TMPDIR")), out);
 }
 
 /// Starts `labboot dhcp` on `tap` and `labboot nbd` exporting `image` read-only as `master`,
 /// both on 10.77.0.1 inside `ns`.
 fn start_dhcp_and_nbd(ns: &Netns, tap: &str, image: &Path) -> (ServerProcess, ServerProcess) {
-    let mut dhcp = ns.command(labboot_bin().to_str().unwrap());
-    dhcp.args([
-        "--log",
-        "info",
-        "dhcp",
-        "--interface",
-        tap,
-        "--server-ip",
-        "10.77.0.1",
-    ])
-    .args(["--pool", "10.77.0.10-10.77.0.20", "--prefix", "24"]);
-    let dhcp = ServerProcess::start(
-        "labboot dhcp",
-        dhcp,
-        "listening on",
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let dhcp = labboot_tests::master::start_dhcp(ns, tap);
     let mut nbd = ns.command(labboot_bin().to_str().unwrap());
     nbd.args([
         "--log",

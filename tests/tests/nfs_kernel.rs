@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use labboot_tests::binary::{labboot_bin, workspace_root};
+use labboot_tests::binary::labboot_bin;
 use labboot_tests::console::Console;
 use labboot_tests::netns::Netns;
 use labboot_tests::process::ServerProcess;
@@ -42,20 +42,8 @@ fn master() -> &'static Path {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     OUT.get_or_init(|| {
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let cache = std::env::var_os("LABBOOT_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tmp.join("imagebuilder-cache"));
         let out = tmp.join("nfs-kernel-master");
-        let status = Command::new(labboot_bin())
-            .args(["image", "build", "-q"])
-            .arg(workspace_root().join("imagebuilder/recipes/master-arm64.yaml"))
-            .arg("--out")
-            .arg(&out)
-            .arg("--cache")
-            .arg(&cache)
-            .status()
-            .unwrap();
-        assert!(status.success(), "labboot image build failed");
+        labboot_tests::master::build_master(tmp, &out);
         out
     })
 }
@@ -129,22 +117,7 @@ impl Lab {
     fn start(root: &Path, access: &'static str) -> Lab {
         let ns = Netns::new("nfk").unwrap();
         let tap = ns.add_tap("nfktap0", "10.77.0.1/24").unwrap();
-        let mut dhcp = ns.command(labboot_bin());
-        dhcp.args(["--log", "info", "dhcp", "--interface", &tap])
-            .args([
-                "--server-ip",
-                "10.77.0.1",
-                "--pool",
-                "10.77.0.10-10.77.0.20",
-            ])
-            .args(["--prefix", "24"]);
-        let dhcp = ServerProcess::start(
-            "labboot dhcp",
-            dhcp,
-            "listening on",
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        let dhcp = labboot_tests::master::start_dhcp(&ns, &tap);
         let nfs = start_nfs(&ns, root, access);
         Lab {
             ns,
