@@ -43,6 +43,8 @@ pub enum Command {
     /// Master images: build the root filesystem, initrd and kernel of a recipe.
     #[command(subcommand)]
     Image(cmd::image::ImageCommand),
+    /// Run (or --validate) one LAVA test job on one board, with the servers it needs in-process.
+    Dispatch(cmd::dispatch::DispatchArgs),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code.
@@ -68,6 +70,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Nbd(a) => cmd::nbd::run(a),
         Command::Nfs(a) => cmd::nfs::run(a),
         Command::Image(c) => cmd::image::run(c),
+        Command::Dispatch(a) => cmd::dispatch::run(a),
     }
 }
 

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod cmd;
 pub mod config_file;
 pub mod fsutil;
+pub mod lab;
 pub mod runtime;
 pub mod shutdown;

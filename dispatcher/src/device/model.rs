@@ -30,6 +30,9 @@ pub struct Device {
     pub deploy_methods: Vec<String>,
     /// `actions.deploy.parameters.mkimage_arch` (`arm`, `arm64`): for uImage headers.
     pub mkimage_arch: Option<String>,
+    /// `actions.deploy.parameters.add_header` (`u-boot`, `raw`, or none): decides, as in LAVA,
+    /// whether `{BOOTX}` passes the ramdisk, and with `:${initrd_size}` (raw) or not (u-boot).
+    pub add_header: Option<String>,
     /// `parameters.<bootcmd>` addresses, by boot command (`bootz`, `booti`, `bootm`) and by kernel
     /// type (`zimage`, `image`, `uimage`).
     pub load_addresses: BTreeMap<String, LoadAddresses>,

@@ -47,6 +47,9 @@ pub struct JobTimeouts {
 }
 
 /// One entry of `actions`.
+// A job holds a handful of blocks, so the size difference costs nothing; boxing the variants
+// would change the model every consumer matches on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionBlock {
     /// `- deploy:`

@@ -28,6 +28,16 @@ done
 step=cmdline
 [ -n "$root" ] || fail "no labboot.root= on the kernel command line"
 
+# labboot.root=ramdisk: the initramfs is the system (a test job's ramdisk deploy): a shell on
+# the console, with whatever the job added to the archive (its test overlay under /lava-*).
+if [ "$root" = ramdisk ]; then
+	echo "labboot-initrd: root is the ramdisk: shell on the console"
+	export HOME=/root PS1='labboot-ramdisk# '
+	mkdir -p /root /tmp
+	command -v cttyhack >/dev/null 2>&1 && exec setsid cttyhack sh -i
+	exec sh -i </dev/console >/dev/console 2>&1
+fi
+
 step=modules
 # The NFS client stack is loaded only for an NFS root: it is a third of the modules' load time.
 load_modules() {
@@ -88,7 +98,7 @@ nfs:*)
 		fail "mount nfs $spec read-only"
 	lower="nfs:$spec"
 	;;
-*) fail "labboot.root=$root is neither nbd:HOST:PORT/EXPORT nor nfs:HOST:/PATH" ;;
+*) fail "labboot.root=$root is not nbd:HOST:PORT/EXPORT, nfs:HOST:/PATH or ramdisk" ;;
 esac
 
 step=overlay
@@ -122,6 +132,11 @@ none)
 esac
 
 step=switch_root
+# A test overlay carried in the initrd (/lava-<job>) goes into the root the job boots.
+for d in /lava-*; do
+	[ -d "$d" ] || continue
+	cp -a "$d" /newroot/ || fail "copy the test overlay $d into the root"
+done
 mkdir -p /newroot/run/labboot/lower /newroot/run/labboot/rw /newroot/dev /newroot/etc
 mount --move /lower /newroot/run/labboot/lower || fail "mount --move /lower"
 mount --move /rw /newroot/run/labboot/rw || fail "mount --move /rw"

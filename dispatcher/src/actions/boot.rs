@@ -1,0 +1,296 @@
+//! Boot through U-Boot: the console, the interrupt and the commands — typed (LAVA's serial
+//! boot) or, network-driven, already in the board's boot script so the console is only read.
+
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+use crate::console::connection::Connection;
+use crate::console::matcher::Pattern;
+use crate::device::BootStyle;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::Action;
+use crate::run::milestone::Milestone;
+use crate::run::session::{Markers, Session};
+use crate::run::Ctx;
+
+use super::wait_error;
+
+/// `connect-device`: the console, opened once (a retry reopens it).
+pub fn connect(ctx: &mut Ctx) -> Result<()> {
+    if ctx.st.session.is_some() {
+        return Ok(());
+    }
+    let cmd = ctx.device.connection_command.as_deref().ok_or_else(|| {
+        Error::config(format!(
+            "{}: no connection command (commands.connect) for the console",
+            ctx.device.file
+        ))
+    })?;
+    let conn = Connection::open(cmd)?;
+    let c = &ctx.device.constants;
+    let kernel_start = if c.kernel_start_message.is_empty() {
+        None
+    } else {
+        Some(Regex::new(&c.kernel_start_message).map_err(|e| {
+            Error::config(format!(
+                "{}: constants.kernel-start-message: {e}",
+                ctx.device.file
+            ))
+        })?)
+    };
+    let markers = Markers {
+        final_message: c.final_message.clone(),
+        kernel_start,
+        interrupt_prompt: interrupt_prompt(ctx),
+    };
+    ctx.log().info(&format!("connect-device: console '{cmd}'"));
+    ctx.st.session = Some(Session::new(
+        conn,
+        ctx.log().clone(),
+        ctx.env.cancel.clone(),
+        markers,
+    ));
+    Ok(())
+}
+
+/// The open console, or an error naming the action that needs it.
+pub fn session<'a>(ctx: &'a mut Ctx, a: &Action) -> Result<&'a mut Session> {
+    ctx.st
+        .session
+        .as_mut()
+        .ok_or_else(|| Error::bug(format!("{} ran without a console", a.name)))
+}
+
+fn interrupt_prompt(ctx: &Ctx) -> String {
+    ctx.device
+        .uboot
+        .as_ref()
+        .and_then(|u| u.interrupt_prompt.clone())
+        .unwrap_or_else(|| ctx.device.constants.interrupt_prompt.clone())
+}
+
+fn bootloader_prompt(ctx: &Ctx) -> String {
+    ctx.device
+        .uboot
+        .as_ref()
+        .map(|u| u.bootloader_prompt.clone())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "=>".to_string())
+}
+
+/// U-Boot's error messages (regular expressions) from the device's constants.
+pub fn error_patterns(ctx: &Ctx) -> Result<Vec<Pattern>> {
+    ctx.device
+        .constants
+        .error_messages
+        .iter()
+        .map(|m| {
+            Pattern::regex(m).map_err(|e| {
+                Error::config(format!(
+                    "{}: constants.u-boot.error-messages '{m}': {e}",
+                    ctx.device.file
+                ))
+            })
+        })
+        .collect()
+}
+
+/// `bootloader-interrupt`: stop autoboot and wait for U-Boot's prompt (serial boot only).
+pub fn interrupt(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
+    if ctx.env.boot_style == BootStyle::Network {
+        ctx.log().info(&format!(
+            "{}: network-driven boot: U-Boot runs the board's boot script, not interrupted",
+            a.name
+        ));
+        return Ok(());
+    }
+    let needs = ctx
+        .device
+        .uboot
+        .as_ref()
+        .map(|u| u.needs_interrupt)
+        .unwrap_or(true);
+    let prompt = interrupt_prompt(ctx);
+    let bl_prompt = bootloader_prompt(ctx);
+    let ch = ctx
+        .device
+        .uboot
+        .as_ref()
+        .and_then(|u| u.interrupt_char.clone())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| ctx.device.constants.interrupt_character.clone());
+    let ctrl = ctx.device.constants.interrupt_ctrl_list.clone();
+    let newline = ctx.device.constants.interrupt_newline;
+    let conn_deadline = deadline.min(Instant::now() + a.connection_timeout.max(a.timeout));
+    let s = session(ctx, a)?;
+    if needs {
+        s.wait(&[Pattern::literal(&prompt)], conn_deadline)
+            .map_err(|e| {
+                wait_error(
+                    ctx,
+                    a,
+                    ErrorKind::InfrastructureError,
+                    &format!("'{prompt}'"),
+                    e,
+                )
+            })?;
+        let s = session(ctx, a)?;
+        if ctrl.is_empty() {
+            let text = if newline {
+                format!("{ch}\n")
+            } else {
+                ch.clone()
+            };
+            s.send(&text, Duration::ZERO)?;
+        } else {
+            for c in &ctrl {
+                let code = c
+                    .bytes()
+                    .next()
+                    .map(|b| (b & 0x1f) as char)
+                    .unwrap_or('\u{3}');
+                s.send(&code.to_string(), Duration::ZERO)?;
+            }
+        }
+    }
+    let s = session(ctx, a)?;
+    s.wait(&[Pattern::literal(&bl_prompt)], deadline)
+        .map_err(|e| {
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::InfrastructureError,
+                &format!("the U-Boot prompt '{bl_prompt}'"),
+                e,
+            )
+        })?;
+    let s = session(ctx, a)?;
+    s.reach(Milestone::Interrupted);
+    Ok(())
+}
+
+/// The echo marker that reports a typed command's exit code.
+const RC_MARKER: &str = "LABBOOT_RC";
+
+/// `bootloader-commands`: type each command and wait for the prompt (serial), or watch the
+/// board run its boot script (network-driven); either way until "Starting kernel", failing on
+/// U-Boot's error messages.
+pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
+    let errors = error_patterns(ctx)?;
+    let final_msg = ctx.device.constants.final_message.clone();
+    let final_msg = if final_msg.is_empty() {
+        "Starting kernel".to_string()
+    } else {
+        final_msg
+    };
+    let mut finals = vec![Pattern::literal(&final_msg)];
+    finals.extend(errors.iter().cloned());
+    if ctx.env.boot_style == BootStyle::Network {
+        let s = session(ctx, a)?;
+        s.reach(Milestone::CommandsSent);
+        let hit = s.wait(&finals, deadline).map_err(|e| {
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::InfrastructureError,
+                &format!("'{final_msg}'"),
+                e,
+            )
+        })?;
+        if hit.index > 0 {
+            return Err(Error::infra(format!(
+                "{}: U-Boot failed running the boot script: matched a bootloader error message '{}'",
+                a.name, hit.text
+            )));
+        }
+        return Ok(());
+    }
+    let prompt = bootloader_prompt(ctx);
+    let delay = ctx.device.boot_character_delay;
+    let check = ctx.device.labboot.check_exit_codes;
+    let commands = ctx.st.commands.clone();
+    let mut at_prompt = vec![Pattern::literal(&prompt)];
+    at_prompt.extend(errors.iter().cloned());
+    let rc_re = format!("{RC_MARKER}=([0-9]+)");
+    let mut with_rc = vec![Pattern::regex(&rc_re).map_err(|e| Error::bug(e.to_string()))?];
+    with_rc.extend(errors.iter().cloned());
+    let n = commands.len();
+    for (i, cmd) in commands.iter().enumerate() {
+        let s = session(ctx, a)?;
+        s.sendline(cmd, delay)?;
+        let last = i + 1 == n;
+        if last {
+            s.reach(Milestone::CommandsSent);
+            let hit = s.wait(&finals, deadline).map_err(|e| {
+                wait_error(
+                    ctx,
+                    a,
+                    ErrorKind::InfrastructureError,
+                    &format!("'{final_msg}' after '{cmd}'"),
+                    e,
+                )
+            })?;
+            if hit.index > 0 {
+                return Err(Error::infra(format!(
+                    "{}: matched a bootloader error message after '{cmd}': '{}'",
+                    a.name, hit.text
+                )));
+            }
+            break;
+        }
+        let hit = s.wait(&at_prompt, deadline).map_err(|e| {
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::InfrastructureError,
+                &format!("the U-Boot prompt after '{cmd}'"),
+                e,
+            )
+        })?;
+        if hit.index > 0 {
+            return Err(Error::infra(format!(
+                "{}: matched a bootloader error message after '{cmd}': '{}'",
+                a.name, hit.text
+            )));
+        }
+        if check {
+            let s = session(ctx, a)?;
+            s.sendline(&format!("echo {RC_MARKER}=$?"), delay)?;
+            let hit = s.wait(&with_rc, deadline).map_err(|e| {
+                wait_error(
+                    ctx,
+                    a,
+                    ErrorKind::InfrastructureError,
+                    &format!("the exit code of '{cmd}'"),
+                    e,
+                )
+            })?;
+            if hit.index > 0 {
+                return Err(Error::infra(format!(
+                    "{}: matched a bootloader error message after '{cmd}': '{}'",
+                    a.name, hit.text
+                )));
+            }
+            let rc = hit.text.rsplit('=').next().unwrap_or("").trim().to_string();
+            if rc != "0" {
+                return Err(Error::infra(format!(
+                    "{}: U-Boot command '{cmd}' failed with exit code {rc}",
+                    a.name
+                )));
+            }
+            let s = session(ctx, a)?;
+            s.wait(&[Pattern::literal(&prompt)], deadline)
+                .map_err(|e| {
+                    wait_error(
+                        ctx,
+                        a,
+                        ErrorKind::InfrastructureError,
+                        "the U-Boot prompt",
+                        e,
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! `labboot dispatch` on the virtual QEMU arm64 board with real U-Boot and the real Debian
+//! arm64 kernel: tftp + ramdisk, tftp + nfsrootfs and nbd jobs, each booted the LAVA way
+//! (U-Boot interrupted, commands typed) and the labboot way (commands in the board's network
+//! boot script), each running an inline test definition with passing, failing and measured
+//! cases; then the failures a lab meets: a bad checksum, a kernel that never prints, a test
+//! that hangs, a board that stays silent on its first power-on, and SIGTERM during a test.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use labboot_tests::dispatch::DispatchLab;
+use labboot_tests::qemu::{QEMU_ARM64, UBOOT_ARM64};
+use labboot_tests::require;
+
+fn ready() -> bool {
+    require::root() && require::tool(QEMU_ARM64) && require::file(UBOOT_ARM64)
+}
+
+/// The master image, built once for every test of this file.
+fn master() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = tmp.join("dispatch-master");
+        if !out.join("manifest.json").is_file() {
+            labboot_tests::master::build_master(tmp, &out);
+        }
+        out
+    })
+}
+
+/// The inline test definition every job runs: two passes, a failure, a measurement, a
+/// `--shell` pass and fail, a test set, and a line for the parse pattern.
+const DEFINITION: &str = r#"
+    - from: inline
+      name: smoke
+      path: inline/smoke.yaml
+      repository:
+        metadata:
+          format: Lava-Test Test Definition 1.0
+          name: smoke
+          description: labboot dispatcher end-to-end checks
+        params:
+          GREETING: hello
+        run:
+          steps:
+          - lava-test-case always-passes --result pass
+          - lava-test-case always-fails --result fail
+          - lava-test-case boot-speed --result pass --measurement 42.5 --units seconds
+          - lava-test-case kernel-is-arm64 --shell test "$(uname -m)" = aarch64
+          - lava-test-case false-command --shell false
+          - lava-test-set start network
+          - lava-test-case loopback --shell ip link show lo
+          - lava-test-set stop network
+          - 'echo "parsed-greeting: $([ "$GREETING" = hello ] && echo pass || echo fail)"'
+        parse:
+          pattern: '(?P<test_case_id>parsed-[a-z]+):\s+(?P<result>(pass|fail))'
+"#;
+
+fn job(
+    name: &str,
+    deploy: &str,
+    commands: &str,
+    prompt: &str,
+    extra_boot: &str,
+    test: &str,
+) -> String {
+    format!(
+        "device_type: labboot-qemu-arm64\n\
+         job_name: {name}\n\
+         timeouts:\n  job: {{minutes: 12}}\n  action: {{minutes: 4}}\n  connection: {{minutes: 2}}\n\
+         priority: medium\n\
+         visibility: public\n\
+         actions:\n\
+         - deploy:\n    timeout: {{minutes: 3}}\n{deploy}\
+         - boot:\n    method: u-boot\n    commands: {commands}\n    prompts: ['{prompt}']\n    timeout: {{minutes: 4}}\n{extra_boot}\
+         - test:\n    timeout: {{minutes: 3}}\n{test}"
+    )
+}
+
+fn test_block() -> String {
+    format!("    definitions:{DEFINITION}")
+}
+
+fn ramdisk_deploy(lab: &DispatchLab, kernel_sha: &str) -> String {
+    format!(
+        "    to: tftp\n    os: debian\n    kernel:\n      url: {}\n      type: image\n      sha256sum: {kernel_sha}\n    ramdisk:\n      url: {}\n      compression: gz\n",
+        lab.master_url("vmlinuz"),
+        lab.master_url("initrd.cpio.gz")
+    )
+}
+
+fn nfs_deploy(lab: &DispatchLab) -> String {
+    format!(
+        "    to: tftp\n    os: debian\n    kernel:\n      url: {}\n      type: image\n    ramdisk:\n      url: {}\n      compression: gz\n    nfsrootfs:\n      url: {}\n      compression: gz\n",
+        lab.master_url("vmlinuz"),
+        lab.master_url("initrd.cpio.gz"),
+        lab.master_url("rootfs.tar.gz")
+    )
+}
+
+fn nbd_deploy(lab: &DispatchLab) -> String {
+    format!(
+        "    to: nbd\n    os: debian\n    kernel:\n      url: {}\n      type: image\n    initrd:\n      url: {}\n      compression: gz\n    nbdroot:\n      url: {}\n",
+        lab.master_url("vmlinuz"),
+        lab.master_url("initrd.cpio.gz"),
+        lab.master_url("rootfs.squashfs")
+    )
+}
+
+/// `results.yaml` as (suite, name) → the entry's fields.
+fn results(out: &Path) -> BTreeMap<(String, String), serde_yaml_ng::Mapping> {
+    let text = std::fs::read_to_string(out.join("results.yaml")).expect("results.yaml");
+    let list: Vec<serde_yaml_ng::Mapping> =
+        serde_yaml_ng::from_str(&text).expect("results.yaml is a list");
+    list.into_iter()
+        .map(|m| {
+            let s = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            ((s("suite"), s("name")), m)
+        })
+        .collect()
+}
+
+fn result_of(
+    r: &BTreeMap<(String, String), serde_yaml_ng::Mapping>,
+    suite: &str,
+    name: &str,
+) -> String {
+    r.get(&(suite.to_string(), name.to_string()))
+        .and_then(|m| m.get("result"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result {suite}/{name} in {:?}",
+                r.keys().collect::<Vec<_>>()
+            )
+        })
+        .to_string()
+}
+
+fn check_smoke_results(out: &Path) {
+    let r = results(out);
+    let suite = "0_smoke";
+    assert_eq!(result_of(&r, suite, "always-passes"), "pass");
+    assert_eq!(result_of(&r, suite, "always-fails"), "fail");
+    assert_eq!(result_of(&r, suite, "boot-speed"), "pass");
+    let m = &r[&(suite.to_string(), "boot-speed".to_string())];
+    let meas = m.get("measurement").map(|v| match v {
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        other => format!("{other:?}"),
+    });
+    assert_eq!(
+        meas.as_deref()
+            .map(|s| s.trim_end_matches('0').trim_end_matches('.')),
+        Some("42.5")
+    );
+    assert_eq!(m.get("unit").and_then(|v| v.as_str()), Some("seconds"));
+    assert_eq!(result_of(&r, suite, "kernel-is-arm64"), "pass");
+    assert_eq!(result_of(&r, suite, "false-command"), "fail");
+    assert_eq!(result_of(&r, suite, "loopback"), "pass");
+    assert_eq!(result_of(&r, suite, "parsed-greeting"), "pass");
+    assert_eq!(result_of(&r, "lava", "job"), "pass");
+}
+
+fn run_complete(
+    prefix: &str,
+    name: &str,
+    boot: &str,
+    deploy: impl Fn(&DispatchLab) -> String,
+    commands: &str,
+    prompt: &str,
+) {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new(prefix, "qboard1", master()).unwrap();
+    let device = lab.device(boot, &[]);
+    let text = job(name, &deploy(&lab), commands, prompt, "", &test_block());
+    let run = lab.run(name, &device, &text);
+    assert!(
+        run.output.status.success(),
+        "the job is incomplete: {}",
+        run.stderr()
+    );
+    check_smoke_results(&run.out);
+    for f in ["logs.yaml", "results.yaml", "description.yaml"] {
+        assert!(run.out.join(f).is_file(), "{f} missing");
+    }
+    assert!(!lab.board.is_powered(), "finalize left the board powered");
+}
+
+#[test]
+fn ramdisk_job_serial_boot() {
+    run_complete(
+        "dsr",
+        "ramdisk-serial",
+        "serial",
+        |l| ramdisk_deploy(l, &l.master_sha256("vmlinuz")),
+        "ramdisk",
+        "labboot-ramdisk# ",
+    );
+}
+
+#[test]
+fn ramdisk_job_network_boot() {
+    run_complete(
+        "dnr",
+        "ramdisk-network",
+        "network",
+        |l| ramdisk_deploy(l, &l.master_sha256("vmlinuz")),
+        "ramdisk",
+        "labboot-ramdisk# ",
+    );
+}
+
+#[test]
+fn nfsrootfs_job_serial_boot() {
+    run_complete(
+        "dsf",
+        "nfs-serial",
+        "serial",
+        nfs_deploy,
+        "nfs",
+        "labboot-master# ",
+    );
+}
+
+#[test]
+fn nfsrootfs_job_network_boot() {
+    run_complete(
+        "dnf",
+        "nfs-network",
+        "network",
+        nfs_deploy,
+        "nfs",
+        "labboot-master# ",
+    );
+}
+
+#[test]
+fn nbd_job_serial_boot() {
+    run_complete(
+        "dsn",
+        "nbd-serial",
+        "serial",
+        nbd_deploy,
+        "nbd",
+        "labboot-master# ",
+    );
+}
+
+#[test]
+fn nbd_job_network_boot() {
+    run_complete(
+        "dnn",
+        "nbd-network",
+        "network",
+        nbd_deploy,
+        "nbd",
+        "labboot-master# ",
+    );
+}
+
+fn error_of(out: &Path) -> (String, String) {
+    let r = results(out);
+    let job = &r[&("lava".to_string(), "job".to_string())];
+    assert_eq!(job.get("result").and_then(|v| v.as_str()), Some("fail"));
+    let meta = job
+        .get("metadata")
+        .and_then(|v| v.as_mapping())
+        .cloned()
+        .unwrap_or_default();
+    let s = |k: &str| {
+        meta.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    (s("error_type"), s("error_msg"))
+}
+
+#[test]
+fn wrong_checksum_is_a_job_error_before_power_on() {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new("dck", "qboard1", master()).unwrap();
+    let device = lab.device("serial", &[]);
+    let bad = "0".repeat(64);
+    let text = job(
+        "bad-sum",
+        &ramdisk_deploy(&lab, &bad),
+        "ramdisk",
+        "labboot-ramdisk# ",
+        "",
+        &test_block(),
+    );
+    let run = lab.run("bad-sum", &device, &text);
+    assert_eq!(run.output.status.code(), Some(1));
+    let (kind, msg) = error_of(&run.out);
+    assert_eq!(kind, "JobError", "{msg}");
+    assert!(msg.contains("sha256"), "{msg}");
+    assert!(
+        !run.stdout().contains("pdu-reboot:"),
+        "the board was powered: {}",
+        run.stdout()
+    );
+    assert!(
+        !lab.board.dir().join("qemu.pid").exists(),
+        "the board was powered on"
+    );
+}
+
+#[test]
+fn kernel_that_never_prints_is_blamed_on_starting_kernel() {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new("dkh", "qboard1", master()).unwrap();
+    // An arm64 Image header that passes booti's checks over code that faults at once: U-Boot
+    // starts it and nothing is ever printed.
+    let mut real = std::fs::read(lab.master.join("vmlinuz")).unwrap();
+    if real.starts_with(&[0x1f, 0x8b]) {
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(lab.master.join("vmlinuz"))
+            .output()
+            .unwrap();
+        real = out.stdout;
+    }
+    let mut dead = vec![0u8; 4 << 20];
+    dead[..64].copy_from_slice(&real[..64]);
+    let dead_path = lab.work.path().join("dead-Image");
+    std::fs::write(&dead_path, &dead).unwrap();
+    assert_eq!(
+        &dead[0x38..0x3c],
+        b"ARM\x64",
+        "vmlinuz is not an uncompressed arm64 Image"
+    );
+    let deploy = format!(
+        "    to: tftp\n    kernel:\n      url: file://{}\n      type: image\n    ramdisk:\n      url: {}\n      compression: gz\n",
+        dead_path.display(),
+        lab.master_url("initrd.cpio.gz")
+    );
+    let device = lab.device("serial", &[]);
+    let text = job(
+        "dead-kernel",
+        &deploy,
+        "ramdisk",
+        "labboot-ramdisk# ",
+        "",
+        &test_block(),
+    )
+    .replace("job: {minutes: 12}", "job: {minutes: 6}")
+    .replace(
+        "timeout: {minutes: 4}\n- test",
+        "timeout: {seconds: 90}\n- test",
+    );
+    let run = lab.run("dead-kernel", &device, &text);
+    assert_eq!(run.output.status.code(), Some(1));
+    let (kind, msg) = error_of(&run.out);
+    assert!(
+        msg.contains("last milestone: Starting kernel"),
+        "{kind}: {msg}"
+    );
+    assert!(!lab.board.is_powered());
+}
+
+#[test]
+fn hanging_test_hits_its_timeout() {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new("dth", "qboard1", master()).unwrap();
+    let device = lab.device("serial", &[]);
+    let test = "    timeout: {seconds: 40}\n    definitions:\n    - from: inline\n      name: hang\n      path: inline/hang.yaml\n      repository:\n        metadata: {format: Lava-Test Test Definition 1.0, name: hang, description: hangs}\n        run:\n          steps:\n          - lava-test-case before-hang --result pass\n          - sleep 3600\n";
+    let text = job(
+        "hang",
+        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+        "ramdisk",
+        "labboot-ramdisk# ",
+        "",
+        "",
+    )
+    .replace(
+        "- test:\n    timeout: {minutes: 3}\n",
+        &format!("- test:\n{test}"),
+    );
+    let run = lab.run("hang", &device, &text);
+    assert_eq!(run.output.status.code(), Some(1));
+    let (kind, msg) = error_of(&run.out);
+    assert_eq!(kind, "TestError", "{msg}");
+    assert!(msg.contains("lava-test-shell timed out"), "{msg}");
+    let r = results(&run.out);
+    assert_eq!(result_of(&r, "0_hang", "before-hang"), "pass");
+    assert!(!lab.board.is_powered());
+}
+
+#[test]
+fn failure_retry_recovers_from_a_silent_first_boot() {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new("dfr", "qboard1", master()).unwrap();
+    // bootloader-interrupt waits 30 s for U-Boot, so the silent first boot fails fast.
+    let device = lab.device("serial", &[]);
+    lab.board.fail_next_power_on();
+    let text = job(
+        "retry",
+        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+        "ramdisk",
+        "labboot-ramdisk# ",
+        "    failure_retry: 2\n",
+        &test_block(),
+    );
+    let run = lab.run("retry", &device, &text);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    assert!(
+        run.stdout().contains("failed (attempt 1 of 2)"),
+        "no retry seen"
+    );
+    check_smoke_results(&run.out);
+}
+
+#[test]
+fn sigterm_during_a_test_cancels_cleanly() {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new("dst", "qboard1", master()).unwrap();
+    let device = lab.device("serial", &[]);
+    let test = "    definitions:\n    - from: inline\n      name: long\n      path: inline/long.yaml\n      repository:\n        metadata: {format: Lava-Test Test Definition 1.0, name: long, description: long}\n        run:\n          steps:\n          - lava-test-case first --result pass\n          - sleep 3600\n";
+    let text = job(
+        "sigterm",
+        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+        "ramdisk",
+        "labboot-ramdisk# ",
+        "",
+        test,
+    );
+    let (mut child, out) = lab.spawn("sigterm", &device, &text);
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seen = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "the test never started");
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "dispatch ended before the test started:\n{}",
+                seen.join("\n")
+            );
+        };
+        seen.push(line.clone());
+        if line.contains("TESTCASE") && line.contains("first") {
+            break;
+        }
+    }
+    // `ip netns exec` runs labboot in its own process: signal it, not the wrapper.
+    let pid = child.id();
+    std::process::Command::new("pkill")
+        .args(["-TERM", "-P", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", rest.join("\n"));
+    let (kind, msg) = error_of(&out);
+    assert_eq!(kind, "Canceled", "{msg}");
+    let r = results(&out);
+    assert_eq!(result_of(&r, "0_long", "first"), "pass");
+    assert!(
+        !lab.board.is_powered(),
+        "finalize did not power the board off"
+    );
+}
