@@ -167,6 +167,10 @@ pub fn interrupt(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
         })?;
     let s = session(ctx, a)?;
     s.reach(Milestone::Interrupted);
+    // The interrupt's newline gives a second prompt: take it now, not as the answer to the
+    // first command.
+    s.settle(Duration::from_millis(300), deadline)
+        .map_err(|e| wait_error(ctx, a, ErrorKind::InfrastructureError, "U-Boot to go quiet", e))?;
     Ok(())
 }
 
@@ -217,8 +221,25 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
     with_rc.extend(errors.iter().cloned());
     let n = commands.len();
     for (i, cmd) in commands.iter().enumerate() {
+        // U-Boot echoes what it reads: the prompt that answers this command comes after the
+        // echo, never before it.
+        let mut echo = vec![Pattern::literal(cmd.trim_end())];
+        echo.extend(errors.iter().cloned());
+        let r = {
+            let s = session(ctx, a)?;
+            s.sendline(cmd, delay)?;
+            s.wait(&echo, deadline)
+        };
+        let hit = r.map_err(|e| {
+            wait_error(ctx, a, ErrorKind::InfrastructureError, &format!("U-Boot to echo '{cmd}'"), e)
+        })?;
+        if hit.index > 0 {
+            return Err(Error::infra(format!(
+                "{}: matched a bootloader error message while typing '{cmd}': '{}'",
+                a.name, hit.text
+            )));
+        }
         let s = session(ctx, a)?;
-        s.sendline(cmd, delay)?;
         let last = i + 1 == n;
         if last {
             s.reach(Milestone::CommandsSent);

@@ -221,6 +221,26 @@ impl Session {
         }
     }
 
+    /// Reads until nothing has arrived for `quiet` (or `until` passes): stale prompts are
+    /// consumed, so the next wait sees only what answers the next command.
+    pub fn settle(&mut self, quiet: Duration, until: Instant) -> Result<(), WaitError> {
+        loop {
+            let step = (Instant::now() + quiet).min(until);
+            self.check_cancel()?;
+            match self.conn.read(step) {
+                Chunk::Data(d) => self.absorb(&d),
+                Chunk::Idle => return Ok(()),
+                Chunk::Closed => {
+                    self.flush_partial();
+                    return Err(WaitError::Closed);
+                }
+            }
+            if Instant::now() >= until {
+                return Ok(());
+            }
+        }
+    }
+
     /// Reads and logs whatever arrives for `quiet` (used before closing, to keep the tail).
     pub fn drain(&mut self, quiet: Duration) {
         let until = Instant::now() + quiet;

@@ -1,5 +1,5 @@
 #!/bin/sh
-# lava-test-set start NAME | lava-test-set stop
+# lava-test-set start NAME | lava-test-set stop [NAME]
 #
 # Groups the test cases that follow into the test set NAME (<LAVA_SIGNAL_TESTSET START NAME>)
 # until the set is stopped (<LAVA_SIGNAL_TESTSET STOP>).
@@ -10,7 +10,7 @@ case $0 in */*) LAVA_BIN=${0%/*} ;; *) LAVA_BIN=. ;; esac
 
 usage() {
     echo "usage: lava-test-set start NAME" >&2
-    echo "       lava-test-set stop" >&2
+    echo "       lava-test-set stop [NAME]" >&2
     exit 1
 }
 
@@ -21,7 +21,8 @@ case ${1:-} in
         lava_signal "<LAVA_SIGNAL_TESTSET START $2>"
         ;;
     stop)
-        [ $# -eq 1 ] || usage
+        # Jobs written for LAVA often repeat the set's name here; it is ignored.
+        [ $# -le 2 ] || usage
         lava_signal "<LAVA_SIGNAL_TESTSET STOP>"
         ;;
     *) usage ;;
