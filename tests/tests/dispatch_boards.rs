@@ -481,3 +481,31 @@ fn sigterm_during_a_test_cancels_cleanly() {
         "finalize did not power the board off"
     );
 }
+
+#[test]
+fn interactive_test_records_each_step() {
+    if !ready() {
+        return;
+    }
+    let lab = DispatchLab::new("dit", "qboard1", master()).unwrap();
+    let device = lab.device("serial", &[]);
+    let test = "    timeout: {minutes: 2}\n    interactive:\n    - name: shell-checks\n      prompts: ['labboot-ramdisk# ']\n      script:\n      - command: echo $((6 * 7))\n        name: arithmetic\n        successes:\n        - message: '42'\n      - command: cat /does/not/exist\n        name: missing-file\n        successes:\n        - message: 'never printed'\n        failures:\n        - message: 'No such file or directory'\n      - command: uname -m\n";
+    let text = job(
+        "interactive",
+        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+        "ramdisk",
+        "labboot-ramdisk# ",
+        "",
+        "",
+    )
+    .replace(
+        "- test:\n    timeout: {minutes: 3}\n",
+        &format!("- test:\n{test}"),
+    );
+    let run = lab.run("interactive", &device, &text);
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let r = results(&run.out);
+    assert_eq!(result_of(&r, "shell-checks", "arithmetic"), "pass");
+    assert_eq!(result_of(&r, "shell-checks", "missing-file"), "fail");
+    assert!(!lab.board.is_powered());
+}

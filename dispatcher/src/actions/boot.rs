@@ -170,7 +170,15 @@ pub fn interrupt(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
     // The interrupt's newline gives a second prompt: take it now, not as the answer to the
     // first command.
     s.settle(Duration::from_millis(300), deadline)
-        .map_err(|e| wait_error(ctx, a, ErrorKind::InfrastructureError, "U-Boot to go quiet", e))?;
+        .map_err(|e| {
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::InfrastructureError,
+                "U-Boot to go quiet",
+                e,
+            )
+        })?;
     Ok(())
 }
 
@@ -231,7 +239,13 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
             s.wait(&echo, deadline)
         };
         let hit = r.map_err(|e| {
-            wait_error(ctx, a, ErrorKind::InfrastructureError, &format!("U-Boot to echo '{cmd}'"), e)
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::InfrastructureError,
+                &format!("U-Boot to echo '{cmd}'"),
+                e,
+            )
         })?;
         if hit.index > 0 {
             return Err(Error::infra(format!(
