@@ -174,11 +174,23 @@ fn run_complete(
     commands: &str,
     prompt: &str,
 ) {
+    run_complete_with(prefix, name, boot, &[], deploy, commands, prompt)
+}
+
+fn run_complete_with(
+    prefix: &str,
+    name: &str,
+    boot: &str,
+    device_vars: &[(&str, &str)],
+    deploy: impl Fn(&DispatchLab) -> String,
+    commands: &str,
+    prompt: &str,
+) {
     if !ready() {
         return;
     }
     let lab = DispatchLab::new(prefix, "qboard1", master()).unwrap();
-    let device = lab.device(boot, &[]);
+    let device = lab.device(boot, device_vars);
     let text = job(name, &deploy(&lab), commands, prompt, "", &test_block());
     let run = lab.run(name, &device, &text);
     assert!(
@@ -241,12 +253,14 @@ fn nfsrootfs_job_network_boot() {
     );
 }
 
+/// With the device's `check_exit_codes`: each typed U-Boot command's exit code is checked.
 #[test]
 fn nbd_job_serial_boot() {
-    run_complete(
+    run_complete_with(
         "dsn",
         "nbd-serial",
         "serial",
+        &[("check_exit_codes", "true")],
         nbd_deploy,
         "nbd",
         "labboot-master# ",
@@ -358,7 +372,7 @@ fn kernel_that_never_prints_is_blamed_on_starting_kernel() {
     .replace("job: {minutes: 12}", "job: {minutes: 6}")
     .replace(
         "timeout: {minutes: 4}\n- test",
-        "timeout: {seconds: 90}\n- test",
+        "timeout: {seconds: 45}\n- test",
     );
     let run = lab.run("dead-kernel", &device, &text);
     assert_eq!(run.output.status.code(), Some(1));

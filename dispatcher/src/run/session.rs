@@ -53,6 +53,9 @@ pub struct Session {
     lines: VecDeque<String>,
     collect_lines: bool,
     markers: Markers,
+    /// One matcher for the whole session, as pexpect keeps one buffer: what arrived after a
+    /// match (in the same read) is where the next wait starts looking.
+    matcher: Matcher,
     /// How far the board got since the last power-on.
     pub milestone: Milestone,
 }
@@ -75,6 +78,7 @@ impl Session {
             lines: VecDeque::new(),
             collect_lines: false,
             markers,
+            matcher: Matcher::new(Vec::new()),
             milestone: Milestone::PoweredOn,
         }
     }
@@ -96,6 +100,7 @@ impl Session {
     pub fn power_cycled(&mut self) {
         self.milestone = Milestone::PoweredOn;
         self.lines.clear();
+        self.matcher.clear();
     }
 
     /// Keeps complete lines for [`Session::next_line`] (the test shell) while on.
@@ -103,6 +108,7 @@ impl Session {
         self.collect_lines = on;
         if !on {
             self.lines.clear();
+            self.matcher.clear();
         }
     }
 
@@ -198,17 +204,18 @@ impl Session {
 
     /// Waits for the first of `patterns`, until `until`.
     pub fn wait(&mut self, patterns: &[Pattern], until: Instant) -> Result<Hit, WaitError> {
-        let mut m = Matcher::new(patterns.to_vec());
-        loop {
+        self.matcher.set_patterns(patterns.to_vec());
+        let mut found = self.matcher.poll();
+        while found.is_none() {
             if let Some(d) = self.take(until)? {
-                if let Some(found) = m.feed(&d) {
-                    return Ok(Hit {
-                        index: found.index,
-                        text: found.text,
-                    });
-                }
+                found = self.matcher.feed(&d);
             }
         }
+        let found = found.ok_or(WaitError::Closed)?;
+        Ok(Hit {
+            index: found.index,
+            text: found.text,
+        })
     }
 
     /// The next complete line (with [`Session::collect_lines`] on), until `until`.
@@ -229,13 +236,17 @@ impl Session {
             self.check_cancel()?;
             match self.conn.read(step) {
                 Chunk::Data(d) => self.absorb(&d),
-                Chunk::Idle => return Ok(()),
+                Chunk::Idle => {
+                    self.matcher.clear();
+                    return Ok(());
+                }
                 Chunk::Closed => {
                     self.flush_partial();
                     return Err(WaitError::Closed);
                 }
             }
             if Instant::now() >= until {
+                self.matcher.clear();
                 return Ok(());
             }
         }
