@@ -8,6 +8,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+cargo build --quiet --release -p appliance --bin labboot
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-RUNS=${RUNS:-3} cargo test --quiet --release -p labboot-tests --test dispatch_bench -- \
+LABBOOT_BIN=$target/release/labboot RUNS=${RUNS:-3} cargo test --quiet --release -p labboot-tests --test dispatch_bench -- \
   --ignored --nocapture --test-threads 1

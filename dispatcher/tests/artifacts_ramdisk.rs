@@ -78,8 +78,27 @@ fn decompress_with_tool(data: &[u8], c: Option<Compression>, dir: &Path) -> Vec<
     sh(&format!("{} < {}", decompressor(c), f.display()))
 }
 
-/// `cpio -t` of uncompressed cpio data (all archives of it, as cpio reads one at a time).
+/// `cpio -t` of uncompressed cpio data: every archive of it, one after the other (GNU cpio
+/// stops at the first trailer, the kernel goes on to the next archive).
 fn cpio_list(data: &[u8], dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        names.extend(cpio_list_one(rest, dir));
+        let Some(at) = rest.windows(10).position(|w| w == b"TRAILER!!!") else {
+            break;
+        };
+        let mut end = (at + 11 + 3) & !3;
+        while end < rest.len() && rest[end] == 0 {
+            end += 1;
+        }
+        rest = &rest[end.min(rest.len())..];
+    }
+    names
+}
+
+/// `cpio -t` of the first archive of uncompressed cpio data.
+fn cpio_list_one(data: &[u8], dir: &Path) -> Vec<String> {
     let f = dir.join("to-list.cpio");
     std::fs::write(&f, data).unwrap();
     let out = Command::new("cpio")
@@ -136,6 +155,11 @@ const NEW_NAMES: [&str; 10] = [
     "usr/lib/modules/6.1.0/kernel/drivers/x.ko",
     "usr/lib/modules/6.1.0/modules.dep",
 ];
+
+/// Whether `rebuilt` starts with every byte of `original` (the compressed stream is kept).
+fn gz_bytes_kept(original: &[u8], rebuilt: &[u8]) -> bool {
+    rebuilt.len() > original.len() && &rebuilt[..original.len()] == original
+}
 
 /// Offset of the trailer entry of the last archive in uncompressed cpio data.
 fn last_trailer(cpio: &[u8]) -> usize {
@@ -242,18 +266,20 @@ fn uboot_gz_ramdisk_gets_overlay_and_modules() {
     ));
     assert_eq!(&result[..64], &std::fs::read(&theirs).unwrap()[..64]);
 
-    // GNU cpio reads it; the original bytes come first, unchanged.
+    // GNU cpio reads it; the original archive comes first, unchanged, then the additions.
     let new_cpio = decompress_with_tool(payload, Some(Compression::Gz), t.path());
-    let cut = last_trailer(&cpio);
-    assert_eq!(&new_cpio[..cut], &cpio[..cut]);
+    assert_eq!(&new_cpio[..cpio.len()], &cpio[..]);
+    assert!(gz_bytes_kept(&std::fs::read(&gz_file).unwrap(), payload));
     assert_eq!(new_cpio.len() % 512, 0);
     let listed = cpio_list(&new_cpio, t.path());
     let original_listed = cpio_list(&cpio, t.path());
     assert_eq!(&listed[..original_listed.len()], &original_listed[..]);
     assert_eq!(&listed[original_listed.len()..], &NEW_NAMES);
+    let added = t.path().join("added.cpio");
+    std::fs::write(&added, &new_cpio[cpio.len()..]).unwrap();
     let verbose = String::from_utf8(sh(&format!(
-        "gzip -dc < {} | cpio -tv --quiet --numeric-uid-gid | grep lava-test-runner",
-        payload_file.display()
+        "cpio -tv --quiet --numeric-uid-gid < {} | grep lava-test-runner",
+        added.display()
     )))
     .unwrap();
     assert!(

@@ -27,7 +27,24 @@ fn time_to_first_signal(lab: &DispatchLab, device: &Path, name: &str) -> f64 {
     let (mut child, _out) = lab.spawn(name, device, &job(lab));
     let stdout = child.stdout.take().unwrap();
     let mut first = None;
+    // With BENCH_TRACE set, where the time goes: the seconds at which each milestone passed.
+    let trace = std::env::var_os("BENCH_TRACE").is_some();
+    let marks = [
+        "end: 1",
+        "pdu-reboot:",
+        "U-Boot 20",
+        "Hit any key",
+        "labboot: fetching",
+        "Starting kernel",
+        "Linux version",
+        "Run /init",
+        "labboot-initrd:",
+        "<LAVA_SIGNAL_STARTRUN",
+    ];
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if trace && marks.iter().any(|m| line.contains(m)) {
+            println!("  {name} {:6.2} s  {line}", start.elapsed().as_secs_f64());
+        }
         if first.is_none() && line.contains("<LAVA_SIGNAL_STARTRUN") {
             first = Some(start.elapsed().as_secs_f64());
         }

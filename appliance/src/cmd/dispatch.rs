@@ -62,6 +62,8 @@ pub fn prepare(args: &DispatchArgs) -> anyhow::Result<(Job, Device, Pipeline)> {
         ));
     }
     let pipeline = pipeline::build(&job, &dev).map_err(|e| anyhow!("{e}"))?;
+    let style = device::boot_style(&dev, &job.context).map_err(|e| anyhow!("{e}"))?;
+    pipeline::validate(&job, &dev, style).map_err(|e| anyhow!("{e}"))?;
     Ok((job, dev, pipeline))
 }
 
@@ -96,6 +98,21 @@ fn write_description(
     j.insert("job_name".into(), job.name.clone().into());
     j.insert("device_type".into(), job.device_type.clone().into());
     j.insert("timeout".into(), job.timeouts.job.as_secs().into());
+    if let Some(p) = &job.priority {
+        j.insert("priority".into(), p.clone().into());
+    }
+    if let Some(v) = &job.visibility {
+        j.insert("visibility".into(), v.clone());
+    }
+    for (key, map) in [
+        ("context", &job.context),
+        ("metadata", &job.metadata),
+        ("protocols", &job.protocols),
+    ] {
+        if !map.is_empty() {
+            j.insert(key.into(), map.clone().into());
+        }
+    }
     top.insert("job".into(), j.into());
     let mut d = serde_yaml_ng::Mapping::new();
     d.insert("file".into(), dev.file.clone().into());

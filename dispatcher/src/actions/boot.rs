@@ -155,16 +155,19 @@ pub fn interrupt(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
         }
     }
     let s = session(ctx, a)?;
-    s.wait(&[Pattern::literal(&bl_prompt)], deadline)
-        .map_err(|e| {
-            wait_error(
-                ctx,
-                a,
-                ErrorKind::InfrastructureError,
-                &format!("the U-Boot prompt '{bl_prompt}'"),
-                e,
-            )
-        })?;
+    s.wait(
+        &[Pattern::literal(&bl_prompt)],
+        super::wait_until(a, deadline),
+    )
+    .map_err(|e| {
+        wait_error(
+            ctx,
+            a,
+            ErrorKind::InfrastructureError,
+            &format!("the U-Boot prompt '{bl_prompt}'"),
+            e,
+        )
+    })?;
     let s = session(ctx, a)?;
     s.reach(Milestone::Interrupted);
     // The interrupt's newline gives a second prompt: take it now, not as the answer to the
@@ -201,15 +204,17 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
     if ctx.env.boot_style == BootStyle::Network {
         let s = session(ctx, a)?;
         s.reach(Milestone::CommandsSent);
-        let hit = s.wait(&finals, deadline).map_err(|e| {
-            wait_error(
-                ctx,
-                a,
-                ErrorKind::InfrastructureError,
-                &format!("'{final_msg}'"),
-                e,
-            )
-        })?;
+        let hit = s
+            .wait(&finals, super::wait_until(a, deadline))
+            .map_err(|e| {
+                wait_error(
+                    ctx,
+                    a,
+                    ErrorKind::InfrastructureError,
+                    &format!("'{final_msg}'"),
+                    e,
+                )
+            })?;
         if hit.index > 0 {
             return Err(Error::infra(format!(
                 "{}: U-Boot failed running the boot script: matched a bootloader error message '{}'",
@@ -236,7 +241,7 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
         let r = {
             let s = session(ctx, a)?;
             s.sendline(cmd, delay)?;
-            s.wait(&echo, deadline)
+            s.wait(&echo, super::wait_until(a, deadline))
         };
         let hit = r.map_err(|e| {
             wait_error(
@@ -257,15 +262,17 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
         let last = i + 1 == n;
         if last {
             s.reach(Milestone::CommandsSent);
-            let hit = s.wait(&finals, deadline).map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::InfrastructureError,
-                    &format!("'{final_msg}' after '{cmd}'"),
-                    e,
-                )
-            })?;
+            let hit = s
+                .wait(&finals, super::wait_until(a, deadline))
+                .map_err(|e| {
+                    wait_error(
+                        ctx,
+                        a,
+                        ErrorKind::InfrastructureError,
+                        &format!("'{final_msg}' after '{cmd}'"),
+                        e,
+                    )
+                })?;
             if hit.index > 0 {
                 return Err(Error::infra(format!(
                     "{}: matched a bootloader error message after '{cmd}': '{}'",
@@ -274,15 +281,17 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
             }
             break;
         }
-        let hit = s.wait(&at_prompt, deadline).map_err(|e| {
-            wait_error(
-                ctx,
-                a,
-                ErrorKind::InfrastructureError,
-                &format!("the U-Boot prompt after '{cmd}'"),
-                e,
-            )
-        })?;
+        let hit = s
+            .wait(&at_prompt, super::wait_until(a, deadline))
+            .map_err(|e| {
+                wait_error(
+                    ctx,
+                    a,
+                    ErrorKind::InfrastructureError,
+                    &format!("the U-Boot prompt after '{cmd}'"),
+                    e,
+                )
+            })?;
         if hit.index > 0 {
             return Err(Error::infra(format!(
                 "{}: matched a bootloader error message after '{cmd}': '{}'",
@@ -292,15 +301,17 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
         if check {
             let s = session(ctx, a)?;
             s.sendline(&format!("echo {RC_MARKER}=$?"), delay)?;
-            let hit = s.wait(&with_rc, deadline).map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::InfrastructureError,
-                    &format!("the exit code of '{cmd}'"),
-                    e,
-                )
-            })?;
+            let hit = s
+                .wait(&with_rc, super::wait_until(a, deadline))
+                .map_err(|e| {
+                    wait_error(
+                        ctx,
+                        a,
+                        ErrorKind::InfrastructureError,
+                        &format!("the exit code of '{cmd}'"),
+                        e,
+                    )
+                })?;
             if hit.index > 0 {
                 return Err(Error::infra(format!(
                     "{}: matched a bootloader error message after '{cmd}': '{}'",
@@ -315,7 +326,7 @@ pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Resu
                 )));
             }
             let s = session(ctx, a)?;
-            s.wait(&[Pattern::literal(&prompt)], deadline)
+            s.wait(&[Pattern::literal(&prompt)], super::wait_until(a, deadline))
                 .map_err(|e| {
                     wait_error(
                         ctx,

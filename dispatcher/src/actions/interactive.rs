@@ -45,22 +45,24 @@ pub fn run(ctx: &mut Ctx, a: &Action, test_block: usize, deadline: Instant) -> R
             let ns = pats.len();
             pats.extend(prompts.iter().cloned());
             let what = step.command.clone().unwrap_or_else(|| "a prompt".into());
-            let hit = session(ctx, a)?.wait(&pats, deadline).map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::TestError,
-                    &format!("the answer to '{what}'"),
-                    e,
-                )
-            })?;
+            let hit = session(ctx, a)?
+                .wait(&pats, super::wait_until(a, deadline))
+                .map_err(|e| {
+                    wait_error(
+                        ctx,
+                        a,
+                        ErrorKind::TestError,
+                        &format!("the answer to '{what}'"),
+                        e,
+                    )
+                })?;
             let passed = if hit.index < nf {
                 false
             } else if hit.index < ns {
                 // A success: the prompt still follows.
                 if !prompts.is_empty() {
                     session(ctx, a)?
-                        .wait(&prompts, deadline)
+                        .wait(&prompts, super::wait_until(a, deadline))
                         .map_err(|e| wait_error(ctx, a, ErrorKind::TestError, "the prompt", e))?;
                 }
                 true

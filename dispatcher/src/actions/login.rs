@@ -40,7 +40,7 @@ pub fn auto_login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
     let mut pats = vec![Pattern::regex(&msg)
         .map_err(|e| Error::config(format!("constants.kernel-start-message '{msg}': {e}")))?];
     pats.extend(failures());
-    let hit = s.wait(&pats, deadline).map_err(|e| {
+    let hit = s.wait(&pats, super::wait_until(a, deadline)).map_err(|e| {
         wait_error(
             ctx,
             a,
@@ -73,7 +73,7 @@ pub fn login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
         let s = session(ctx, a)?;
         let mut pats = vec![Pattern::literal(&al.login_prompt)];
         pats.extend(failures());
-        let hit = s.wait(&pats, deadline).map_err(|e| {
+        let hit = s.wait(&pats, super::wait_until(a, deadline)).map_err(|e| {
             wait_error(
                 ctx,
                 a,
@@ -92,29 +92,32 @@ pub fn login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
         s.reach(Milestone::LoginPrompt);
         s.sendline(&al.username, Duration::ZERO)?;
         if let (Some(pp), Some(pw)) = (&al.password_prompt, &al.password) {
-            s.wait(&[Pattern::literal(pp)], deadline).map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::JobError,
-                    &format!("the password prompt '{pp}'"),
-                    e,
-                )
-            })?;
+            s.wait(&[Pattern::literal(pp)], super::wait_until(a, deadline))
+                .map_err(|e| {
+                    wait_error(
+                        ctx,
+                        a,
+                        ErrorKind::JobError,
+                        &format!("the password prompt '{pp}'"),
+                        e,
+                    )
+                })?;
             let s = session(ctx, a)?;
             s.sendline(pw, Duration::ZERO)?;
         }
     }
     let s = session(ctx, a)?;
-    let hit = s.wait(&with_fail, deadline).map_err(|e| {
-        wait_error(
-            ctx,
-            a,
-            ErrorKind::JobError,
-            "the shell prompt (the job's prompts)",
-            e,
-        )
-    })?;
+    let hit = s
+        .wait(&with_fail, super::wait_until(a, deadline))
+        .map_err(|e| {
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::JobError,
+                "the shell prompt (the job's prompts)",
+                e,
+            )
+        })?;
     if hit.index >= nprompts {
         return Err(Error::test(format!(
             "{}: the kernel failed: '{}'",
@@ -127,15 +130,16 @@ pub fn login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
         for c in &al.login_commands {
             let s = session(ctx, a)?;
             s.sendline(c, Duration::ZERO)?;
-            s.wait(&prompts, deadline).map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::JobError,
-                    &format!("the prompt after '{c}'"),
-                    e,
-                )
-            })?;
+            s.wait(&prompts, super::wait_until(a, deadline))
+                .map_err(|e| {
+                    wait_error(
+                        ctx,
+                        a,
+                        ErrorKind::JobError,
+                        &format!("the prompt after '{c}'"),
+                        e,
+                    )
+                })?;
         }
     }
     Ok(())

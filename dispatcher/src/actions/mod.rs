@@ -92,6 +92,12 @@ pub fn release(ctx: &mut Ctx) {
     }
 }
 
+/// When one console wait ends: the action's deadline, or sooner its connection timeout (LAVA's
+/// limit on each wait for a prompt or message).
+pub fn wait_until(a: &Action, deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + a.connection_timeout)
+}
+
 /// The error for a console wait that did not match, of class `kind` for a timeout, naming the
 /// action, what it waited for and the last milestone reached.
 pub fn wait_error(ctx: &Ctx, a: &Action, kind: ErrorKind, what: &str, e: WaitError) -> Error {
@@ -113,9 +119,10 @@ pub fn wait_error(ctx: &Ctx, a: &Action, kind: ErrorKind, what: &str, e: WaitErr
         WaitError::Timeout => Error::new(
             kind,
             format!(
-                "{} timed out after {} waiting for {what} (last milestone: {milestone})",
+                "{} timed out waiting for {what} (action timeout {}, connection timeout {}; last milestone: {milestone})",
                 a.name,
-                crate::run::hms(a.timeout)
+                crate::run::hms(a.timeout),
+                crate::run::hms(a.connection_timeout)
             ),
         ),
     }

@@ -69,15 +69,16 @@ pub fn soft_reboot(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
         s.sendline(c, std::time::Duration::ZERO)?;
     }
     let s = session(ctx, a)?;
-    s.wait(&[Pattern::literal(&msg)], deadline).map_err(|e| {
-        wait_error(
-            ctx,
-            a,
-            ErrorKind::JobError,
-            &format!("the shutdown message '{msg}' (soft reboot failed)"),
-            e,
-        )
-    })?;
+    s.wait(&[Pattern::literal(&msg)], super::wait_until(a, deadline))
+        .map_err(|e| {
+            wait_error(
+                ctx,
+                a,
+                ErrorKind::JobError,
+                &format!("the shutdown message '{msg}' (soft reboot failed)"),
+                e,
+            )
+        })?;
     Ok(())
 }
 

@@ -2,16 +2,18 @@
 //!
 //! LAVA unpacks the ramdisk with `cpio --extract` under fakeroot, untars the overlay and the
 //! modules into the tree and packs it again with `cpio --create`. labboot instead copies the
-//! original archive byte for byte and appends new newc entries before its final `TRAILER!!!`:
+//! original archive byte for byte and appends new newc entries:
 //! nothing is created on the host (no device nodes, no owners to fake), the original entries
 //! keep their exact metadata, and the work is one streaming pass.
 //!
 //! A ramdisk may be several archives one after the other (an uncompressed early cpio with CPU
 //! microcode or firmware, then the compressed main one, as mkinitramfs writes them); the
-//! kernel unpacks them in order into the same root. The leading uncompressed parts are kept as
-//! they are and the new entries go into the last archive, which is compressed again in the
-//! kind it was found in (its magic bytes decide, as in LAVA; a different `compression` in the
-//! job only earns a warning). A legacy U-Boot header (`header: u-boot`) is checked and
+//! kernel unpacks them in order into the same root. Every byte of the original is kept as it
+//! is: an uncompressed last archive gets the new entries before its trailer, a compressed one
+//! is only decompressed to index its entries and is followed by a new archive with the new
+//! entries, compressed in the kind the original was found in (its magic bytes decide, as in
+//! LAVA; a different `compression` in the job only earns a warning). Nothing is compressed
+//! again but the new files, which keeps a repack of a large ramdisk to milliseconds. A legacy U-Boot header (`header: u-boot`) is checked and
 //! removed first, and a new one (mkimage's `-T ramdisk -C none`, no name, load and entry 0, as
 //! LAVA's `mkimage` call writes) is put on the result when the device asks for it.
 //!
@@ -292,26 +294,38 @@ impl Rebuild<'_> {
         };
         out.write_all(&held).map_err(out_err)?;
         let c = compression_at(&mut src, what)?;
-        let mut inner = Src::new(decompress::reader(&mut src, Some(c)));
+        // The last archive's bytes are kept as they are (the tee copies everything its decoder
+        // reads) and its entries only indexed; the new entries follow as an archive of their
+        // own, compressed the same way. The kernel unpacks concatenated archives in order, so
+        // nothing is decompressed into the output or compressed again but the new files.
+        {
+            let mut tee = Tee {
+                src: &mut src,
+                out: &mut out,
+            };
+            let mut inner = Src::new(decompress::reader(&mut tee, Some(c)));
+            if let Stop::Foreign(_) = self.scan_into(&mut inner, &mut io::sink())? {
+                return Err(Error::job(format!(
+                    "{what}: data at offset {} of the {} stream is not cpio",
+                    inner.pos,
+                    c.as_str()
+                )));
+            }
+        }
+        // What the decoder did not read (the end of its stream, padding) stays too.
+        loop {
+            let chunk = src.peek(1 << 16).map_err(|e| input_error(what, e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            out.write_all(chunk).map_err(out_err)?;
+            src.consume(n);
+        }
         let encoder = decompress::writer(&mut out, Some(c)).map_err(out_err)?;
         let mut enc = Counter::new(encoder);
-        if let Stop::Foreign(_) = self.scan_into(&mut inner, &mut enc)? {
-            return Err(Error::job(format!(
-                "{what}: data at offset {} of the {} stream is not cpio",
-                inner.pos,
-                c.as_str()
-            )));
-        }
-        drop(inner);
         self.append(&mut enc)?;
         enc.inner.finish().map_err(out_err)?;
-        if !src.peek(1).map_err(|e| input_error(what, e))?.is_empty() {
-            return Err(Error::job(format!(
-                "{what}: data after the {} stream at offset {}",
-                c.as_str(),
-                src.pos
-            )));
-        }
         Ok(Some(c))
     }
 
@@ -727,6 +741,20 @@ impl<R: Read> Read for Src<R> {
 }
 
 /// Counts the bytes written through it.
+/// Copies to `out` every byte read from `src`.
+struct Tee<'a, R, W> {
+    src: &'a mut R,
+    out: &'a mut W,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 struct Counter<W> {
     inner: W,
     count: u64,

@@ -11,11 +11,13 @@
 mod build;
 mod describe;
 mod timeouts;
+mod validate;
 
 use std::time::Duration;
 
 pub use build::build;
 pub use describe::describe;
+pub use validate::validate;
 
 /// What the runner does for an action (before running its children).
 #[derive(Debug, Clone, PartialEq, Eq)]
