@@ -219,11 +219,6 @@ impl Lab {
             owned: Mutex::new(Vec::new()),
         })
     }
-
-    /// Whether a server has stopped (none should while the lab is up).
-    pub fn any_stopped(&self) -> bool {
-        self.tasks.iter().any(|t| t.is_finished())
-    }
 }
 
 impl Drop for Lab {

@@ -60,30 +60,73 @@ const DEFINITION: &str = r#"
           pattern: '(?P<test_case_id>parsed-[a-z]+):\s+(?P<result>(pass|fail))'
 "#;
 
-fn job(
-    name: &str,
-    deploy: &str,
-    commands: &str,
-    prompt: &str,
-    extra_boot: &str,
-    test: &str,
-) -> String {
-    format!(
-        "device_type: labboot-qemu-arm64\n\
-         job_name: {name}\n\
-         timeouts:\n  job: {{minutes: 12}}\n  action: {{minutes: 4}}\n  connection: {{minutes: 2}}\n\
-         priority: medium\n\
-         visibility: public\n\
-         actions:\n\
-         - deploy:\n    timeout: {{minutes: 3}}\n{deploy}\
-         - boot:\n    method: u-boot\n    commands: {commands}\n    prompts: ['{prompt}']\n    timeout: {{minutes: 4}}\n{extra_boot}\
-         - test:\n    timeout: {{minutes: 3}}\n{test}"
-    )
+/// A job on the virtual board: a deploy, a u-boot boot, a test block.
+struct Job<'a> {
+    name: &'a str,
+    deploy: String,
+    commands: &'a str,
+    prompt: &'a str,
+    job_timeout: &'a str,
+    boot_timeout: &'a str,
+    boot_extra: &'a str,
+    test: String,
 }
 
-fn test_block() -> String {
-    format!("    definitions:{DEFINITION}")
+impl<'a> Job<'a> {
+    /// `name` with the usual timeouts and the smoke test.
+    fn new(name: &'a str, deploy: String, commands: &'a str, prompt: &'a str) -> Job<'a> {
+        Job {
+            name,
+            deploy,
+            commands,
+            prompt,
+            job_timeout: "{minutes: 12}",
+            boot_timeout: "{minutes: 4}",
+            boot_extra: "",
+            test: smoke_test(),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "device_type: labboot-qemu-arm64\n\
+             job_name: {name}\n\
+             timeouts:\n  job: {job_timeout}\n  action: {{minutes: 4}}\n  connection: {{minutes: 2}}\n\
+             priority: medium\n\
+             visibility: public\n\
+             actions:\n\
+             - deploy:\n    timeout: {{minutes: 3}}\n{deploy}\
+             - boot:\n    method: u-boot\n    commands: {commands}\n    prompts: ['{prompt}']\n    timeout: {boot_timeout}\n{boot_extra}\
+             - test:\n{test}",
+            name = self.name,
+            job_timeout = self.job_timeout,
+            deploy = self.deploy,
+            commands = self.commands,
+            prompt = self.prompt,
+            boot_timeout = self.boot_timeout,
+            boot_extra = self.boot_extra,
+            test = self.test,
+        )
+    }
 }
+
+/// The test block of most jobs: the inline smoke definition.
+fn smoke_test() -> String {
+    format!("    timeout: {{minutes: 3}}\n    definitions:{DEFINITION}")
+}
+
+/// A test block with one inline definition `name` of `steps`.
+fn inline_test(name: &str, timeout: &str, steps: &[&str]) -> String {
+    let mut t = format!(
+        "    timeout: {timeout}\n    definitions:\n    - from: inline\n      name: {name}\n      path: inline/{name}.yaml\n      repository:\n        metadata: {{format: Lava-Test Test Definition 1.0, name: {name}, description: {name}}}\n        run:\n          steps:\n"
+    );
+    for step in steps {
+        t.push_str(&format!("          - {step}\n"));
+    }
+    t
+}
+
+const RAMDISK_PROMPT: &str = "labboot-ramdisk# ";
 
 fn ramdisk_deploy(lab: &DispatchLab, kernel_sha: &str) -> String {
     format!(
@@ -191,7 +234,7 @@ fn run_complete_with(
     }
     let lab = DispatchLab::new(prefix, "qboard1", master()).unwrap();
     let device = lab.device(boot, device_vars);
-    let text = job(name, &deploy(&lab), commands, prompt, "", &test_block());
+    let text = Job::new(name, deploy(&lab), commands, prompt).text();
     let run = lab.run(name, &device, &text);
     assert!(
         run.output.status.success(),
@@ -213,7 +256,7 @@ fn ramdisk_job_serial_boot() {
         "serial",
         |l| ramdisk_deploy(l, &l.master_sha256("vmlinuz")),
         "ramdisk",
-        "labboot-ramdisk# ",
+        RAMDISK_PROMPT,
     );
 }
 
@@ -225,7 +268,7 @@ fn ramdisk_job_network_boot() {
         "network",
         |l| ramdisk_deploy(l, &l.master_sha256("vmlinuz")),
         "ramdisk",
-        "labboot-ramdisk# ",
+        RAMDISK_PROMPT,
     );
 }
 
@@ -305,14 +348,13 @@ fn wrong_checksum_is_a_job_error_before_power_on() {
     let lab = DispatchLab::new("dck", "qboard1", master()).unwrap();
     let device = lab.device("serial", &[]);
     let bad = "0".repeat(64);
-    let text = job(
+    let text = Job::new(
         "bad-sum",
-        &ramdisk_deploy(&lab, &bad),
+        ramdisk_deploy(&lab, &bad),
         "ramdisk",
-        "labboot-ramdisk# ",
-        "",
-        &test_block(),
-    );
+        RAMDISK_PROMPT,
+    )
+    .text();
     let run = lab.run("bad-sum", &device, &text);
     assert_eq!(run.output.status.code(), Some(1));
     let (kind, msg) = error_of(&run.out);
@@ -361,19 +403,12 @@ fn kernel_that_never_prints_is_blamed_on_starting_kernel() {
         lab.master_url("initrd.cpio.gz")
     );
     let device = lab.device("serial", &[]);
-    let text = job(
-        "dead-kernel",
-        &deploy,
-        "ramdisk",
-        "labboot-ramdisk# ",
-        "",
-        &test_block(),
-    )
-    .replace("job: {minutes: 12}", "job: {minutes: 6}")
-    .replace(
-        "timeout: {minutes: 4}\n- test",
-        "timeout: {seconds: 45}\n- test",
-    );
+    let text = Job {
+        job_timeout: "{minutes: 6}",
+        boot_timeout: "{seconds: 45}",
+        ..Job::new("dead-kernel", deploy, "ramdisk", RAMDISK_PROMPT)
+    }
+    .text();
     let run = lab.run("dead-kernel", &device, &text);
     assert_eq!(run.output.status.code(), Some(1));
     let (kind, msg) = error_of(&run.out);
@@ -391,19 +426,20 @@ fn hanging_test_hits_its_timeout() {
     }
     let lab = DispatchLab::new("dth", "qboard1", master()).unwrap();
     let device = lab.device("serial", &[]);
-    let test = "    timeout: {seconds: 40}\n    definitions:\n    - from: inline\n      name: hang\n      path: inline/hang.yaml\n      repository:\n        metadata: {format: Lava-Test Test Definition 1.0, name: hang, description: hangs}\n        run:\n          steps:\n          - lava-test-case before-hang --result pass\n          - sleep 3600\n";
-    let text = job(
-        "hang",
-        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
-        "ramdisk",
-        "labboot-ramdisk# ",
-        "",
-        "",
-    )
-    .replace(
-        "- test:\n    timeout: {minutes: 3}\n",
-        &format!("- test:\n{test}"),
-    );
+    let text = Job {
+        test: inline_test(
+            "hang",
+            "{seconds: 40}",
+            &["lava-test-case before-hang --result pass", "sleep 3600"],
+        ),
+        ..Job::new(
+            "hang",
+            ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+            "ramdisk",
+            RAMDISK_PROMPT,
+        )
+    }
+    .text();
     let run = lab.run("hang", &device, &text);
     assert_eq!(run.output.status.code(), Some(1));
     let (kind, msg) = error_of(&run.out);
@@ -423,14 +459,16 @@ fn failure_retry_recovers_from_a_silent_first_boot() {
     // bootloader-interrupt waits 30 s for U-Boot, so the silent first boot fails fast.
     let device = lab.device("serial", &[]);
     lab.board.fail_next_power_on();
-    let text = job(
-        "retry",
-        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
-        "ramdisk",
-        "labboot-ramdisk# ",
-        "    failure_retry: 2\n",
-        &test_block(),
-    );
+    let text = Job {
+        boot_extra: "    failure_retry: 2\n",
+        ..Job::new(
+            "retry",
+            ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+            "ramdisk",
+            RAMDISK_PROMPT,
+        )
+    }
+    .text();
     let run = lab.run("retry", &device, &text);
     assert!(run.output.status.success(), "{}", run.stderr());
     assert!(
@@ -447,15 +485,20 @@ fn sigterm_during_a_test_cancels_cleanly() {
     }
     let lab = DispatchLab::new("dst", "qboard1", master()).unwrap();
     let device = lab.device("serial", &[]);
-    let test = "    definitions:\n    - from: inline\n      name: long\n      path: inline/long.yaml\n      repository:\n        metadata: {format: Lava-Test Test Definition 1.0, name: long, description: long}\n        run:\n          steps:\n          - lava-test-case first --result pass\n          - sleep 3600\n";
-    let text = job(
-        "sigterm",
-        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
-        "ramdisk",
-        "labboot-ramdisk# ",
-        "",
-        test,
-    );
+    let text = Job {
+        test: inline_test(
+            "long",
+            "{minutes: 3}",
+            &["lava-test-case first --result pass", "sleep 3600"],
+        ),
+        ..Job::new(
+            "sigterm",
+            ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+            "ramdisk",
+            RAMDISK_PROMPT,
+        )
+    }
+    .text();
     let (mut child, out) = lab.spawn("sigterm", &device, &text);
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
@@ -504,18 +547,16 @@ fn interactive_test_records_each_step() {
     let lab = DispatchLab::new("dit", "qboard1", master()).unwrap();
     let device = lab.device("serial", &[]);
     let test = "    timeout: {minutes: 2}\n    interactive:\n    - name: shell-checks\n      prompts: ['labboot-ramdisk# ']\n      script:\n      - command: echo $((6 * 7))\n        name: arithmetic\n        successes:\n        - message: '42'\n      - command: cat /does/not/exist\n        name: missing-file\n        successes:\n        - message: 'never printed'\n        failures:\n        - message: 'No such file or directory'\n      - command: uname -m\n";
-    let text = job(
-        "interactive",
-        &ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
-        "ramdisk",
-        "labboot-ramdisk# ",
-        "",
-        "",
-    )
-    .replace(
-        "- test:\n    timeout: {minutes: 3}\n",
-        &format!("- test:\n{test}"),
-    );
+    let text = Job {
+        test: test.to_string(),
+        ..Job::new(
+            "interactive",
+            ramdisk_deploy(&lab, &lab.master_sha256("vmlinuz")),
+            "ramdisk",
+            RAMDISK_PROMPT,
+        )
+    }
+    .text();
     let run = lab.run("interactive", &device, &text);
     assert!(run.output.status.success(), "{}", run.stderr());
     let r = results(&run.out);

@@ -11,7 +11,7 @@ use crate::device::BootStyle;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Action;
 use crate::run::milestone::Milestone;
-use crate::run::session::{Markers, Session};
+use crate::run::session::{Hit, Markers, Session};
 use crate::run::Ctx;
 
 use super::wait_error;
@@ -188,154 +188,97 @@ pub fn interrupt(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
 /// The echo marker that reports a typed command's exit code.
 const RC_MARKER: &str = "LABBOOT_RC";
 
-/// `bootloader-commands`: type each command and wait for the prompt (serial), or watch the
-/// board run its boot script (network-driven); either way until "Starting kernel", failing on
-/// U-Boot's error messages.
+/// Waits for the first of `wanted`, watching U-Boot's error messages as LAVA does: one of them
+/// first is an InfrastructureError naming it. Returns the match of `wanted`.
+fn expect_uboot(
+    ctx: &mut Ctx,
+    a: &Action,
+    wanted: Pattern,
+    errors: &[Pattern],
+    deadline: Instant,
+    what: &str,
+) -> Result<Hit> {
+    let mut pats = vec![wanted];
+    pats.extend(errors.iter().cloned());
+    let r = session(ctx, a)?.wait(&pats, super::wait_until(a, deadline));
+    let hit = r.map_err(|e| wait_error(ctx, a, ErrorKind::InfrastructureError, what, e))?;
+    if hit.index > 0 {
+        return Err(Error::infra(format!(
+            "{}: matched a bootloader error message while waiting for {what}: '{}'",
+            a.name, hit.text
+        )));
+    }
+    Ok(hit)
+}
+
+/// `bootloader-commands`: type each command and wait for its echo and the prompt (serial), or
+/// watch the board run its boot script (network-driven); either way until "Starting kernel",
+/// failing on U-Boot's error messages.
 pub fn bootloader_commands(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
     let errors = error_patterns(ctx)?;
-    let final_msg = ctx.device.constants.final_message.clone();
-    let final_msg = if final_msg.is_empty() {
-        "Starting kernel".to_string()
-    } else {
-        final_msg
+    let final_msg = match ctx.device.constants.final_message.as_str() {
+        "" => "Starting kernel".to_string(),
+        m => m.to_string(),
     };
-    let mut finals = vec![Pattern::literal(&final_msg)];
-    finals.extend(errors.iter().cloned());
     if ctx.env.boot_style == BootStyle::Network {
-        let s = session(ctx, a)?;
-        s.reach(Milestone::CommandsSent);
-        let hit = s
-            .wait(&finals, super::wait_until(a, deadline))
-            .map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::InfrastructureError,
-                    &format!("'{final_msg}'"),
-                    e,
-                )
-            })?;
-        if hit.index > 0 {
-            return Err(Error::infra(format!(
-                "{}: U-Boot failed running the boot script: matched a bootloader error message '{}'",
-                a.name, hit.text
-            )));
-        }
+        session(ctx, a)?.reach(Milestone::CommandsSent);
+        let what = format!("'{final_msg}' (the board runs its boot script)");
+        expect_uboot(
+            ctx,
+            a,
+            Pattern::literal(&final_msg),
+            &errors,
+            deadline,
+            &what,
+        )?;
         return Ok(());
     }
     let prompt = bootloader_prompt(ctx);
     let delay = ctx.device.boot_character_delay;
     let check = ctx.device.labboot.check_exit_codes;
+    let rc =
+        Pattern::regex(&format!("{RC_MARKER}=([0-9]+)")).map_err(|e| Error::bug(e.to_string()))?;
     let commands = ctx.st.commands.clone();
-    let mut at_prompt = vec![Pattern::literal(&prompt)];
-    at_prompt.extend(errors.iter().cloned());
-    let rc_re = format!("{RC_MARKER}=([0-9]+)");
-    let mut with_rc = vec![Pattern::regex(&rc_re).map_err(|e| Error::bug(e.to_string()))?];
-    with_rc.extend(errors.iter().cloned());
-    let n = commands.len();
     for (i, cmd) in commands.iter().enumerate() {
-        // U-Boot echoes what it reads: the prompt that answers this command comes after the
-        // echo, never before it.
-        let mut echo = vec![Pattern::literal(cmd.trim_end())];
-        echo.extend(errors.iter().cloned());
-        let r = {
-            let s = session(ctx, a)?;
-            s.sendline(cmd, delay)?;
-            s.wait(&echo, super::wait_until(a, deadline))
-        };
-        let hit = r.map_err(|e| {
-            wait_error(
+        session(ctx, a)?.sendline(cmd, delay)?;
+        // U-Boot echoes what it reads: the prompt that answers a command comes after its echo.
+        let echo = format!("U-Boot to echo '{cmd}'");
+        expect_uboot(
+            ctx,
+            a,
+            Pattern::literal(cmd.trim_end()),
+            &errors,
+            deadline,
+            &echo,
+        )?;
+        if i + 1 == commands.len() {
+            session(ctx, a)?.reach(Milestone::CommandsSent);
+            let what = format!("'{final_msg}' after '{cmd}'");
+            expect_uboot(
                 ctx,
                 a,
-                ErrorKind::InfrastructureError,
-                &format!("U-Boot to echo '{cmd}'"),
-                e,
-            )
-        })?;
-        if hit.index > 0 {
-            return Err(Error::infra(format!(
-                "{}: matched a bootloader error message while typing '{cmd}': '{}'",
-                a.name, hit.text
-            )));
-        }
-        let s = session(ctx, a)?;
-        let last = i + 1 == n;
-        if last {
-            s.reach(Milestone::CommandsSent);
-            let hit = s
-                .wait(&finals, super::wait_until(a, deadline))
-                .map_err(|e| {
-                    wait_error(
-                        ctx,
-                        a,
-                        ErrorKind::InfrastructureError,
-                        &format!("'{final_msg}' after '{cmd}'"),
-                        e,
-                    )
-                })?;
-            if hit.index > 0 {
-                return Err(Error::infra(format!(
-                    "{}: matched a bootloader error message after '{cmd}': '{}'",
-                    a.name, hit.text
-                )));
-            }
+                Pattern::literal(&final_msg),
+                &errors,
+                deadline,
+                &what,
+            )?;
             break;
         }
-        let hit = s
-            .wait(&at_prompt, super::wait_until(a, deadline))
-            .map_err(|e| {
-                wait_error(
-                    ctx,
-                    a,
-                    ErrorKind::InfrastructureError,
-                    &format!("the U-Boot prompt after '{cmd}'"),
-                    e,
-                )
-            })?;
-        if hit.index > 0 {
-            return Err(Error::infra(format!(
-                "{}: matched a bootloader error message after '{cmd}': '{}'",
-                a.name, hit.text
-            )));
-        }
+        let what = format!("the U-Boot prompt after '{cmd}'");
+        expect_uboot(ctx, a, Pattern::literal(&prompt), &errors, deadline, &what)?;
         if check {
-            let s = session(ctx, a)?;
-            s.sendline(&format!("echo {RC_MARKER}=$?"), delay)?;
-            let hit = s
-                .wait(&with_rc, super::wait_until(a, deadline))
-                .map_err(|e| {
-                    wait_error(
-                        ctx,
-                        a,
-                        ErrorKind::InfrastructureError,
-                        &format!("the exit code of '{cmd}'"),
-                        e,
-                    )
-                })?;
-            if hit.index > 0 {
+            session(ctx, a)?.sendline(&format!("echo {RC_MARKER}=$?"), delay)?;
+            let what = format!("the exit code of '{cmd}'");
+            let hit = expect_uboot(ctx, a, rc.clone(), &errors, deadline, &what)?;
+            let code = hit.text.rsplit('=').next().unwrap_or("").trim().to_string();
+            if code != "0" {
                 return Err(Error::infra(format!(
-                    "{}: matched a bootloader error message after '{cmd}': '{}'",
-                    a.name, hit.text
-                )));
-            }
-            let rc = hit.text.rsplit('=').next().unwrap_or("").trim().to_string();
-            if rc != "0" {
-                return Err(Error::infra(format!(
-                    "{}: U-Boot command '{cmd}' failed with exit code {rc}",
+                    "{}: U-Boot command '{cmd}' failed with exit code {code}",
                     a.name
                 )));
             }
-            let s = session(ctx, a)?;
-            s.wait(&[Pattern::literal(&prompt)], super::wait_until(a, deadline))
-                .map_err(|e| {
-                    wait_error(
-                        ctx,
-                        a,
-                        ErrorKind::InfrastructureError,
-                        "the U-Boot prompt",
-                        e,
-                    )
-                })?;
+            let what = "the U-Boot prompt after the exit code";
+            expect_uboot(ctx, a, Pattern::literal(&prompt), &errors, deadline, what)?;
         }
     }
     Ok(())

@@ -58,13 +58,16 @@ pub fn downloads_dir(ctx: &Ctx) -> PathBuf {
     ctx.env.output_dir.join("downloads")
 }
 
+/// The path of a local, uncompressed artefact (`file://` URL or plain path), if it is one.
 fn is_local_plain(art: &Artifact) -> Option<PathBuf> {
     if art.compression.is_some() {
         return None;
     }
-    let path = art.url.strip_prefix("file://").unwrap_or(&art.url);
-    (path.starts_with('/') && !art.url.contains("://") || art.url.starts_with("file://"))
-        .then(|| PathBuf::from(path))
+    match art.url.strip_prefix("file://") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if art.url.starts_with('/') => Some(PathBuf::from(&art.url)),
+        None => None,
+    }
 }
 
 /// `http-download` / `file-download`.

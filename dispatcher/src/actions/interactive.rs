@@ -78,11 +78,9 @@ pub fn run(ctx: &mut Ctx, a: &Action, test_block: usize, deadline: Instant) -> R
             }
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
+    if !failed.is_empty() {
         ctx.log()
             .warning(&format!("{}: failed steps: {}", a.name, failed.join(", ")));
-        Ok(())
     }
+    Ok(())
 }

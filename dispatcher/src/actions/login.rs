@@ -7,6 +7,7 @@ use crate::console::matcher::Pattern;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Action;
 use crate::run::milestone::Milestone;
+use crate::run::session::Hit;
 use crate::run::Ctx;
 
 use super::boot::session;
@@ -27,120 +28,86 @@ fn failures() -> Vec<Pattern> {
         .collect()
 }
 
-/// `auto-login-action`: wait for the kernel's start message (if it has not passed already).
-pub fn auto_login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
-    let msg = ctx.device.constants.kernel_start_message.clone();
-    if msg.is_empty() {
-        return Ok(());
-    }
-    let s = session(ctx, a)?;
-    if s.milestone >= Milestone::LinuxVersion {
-        return Ok(());
-    }
-    let mut pats = vec![Pattern::regex(&msg)
-        .map_err(|e| Error::config(format!("constants.kernel-start-message '{msg}': {e}")))?];
+/// Waits for the first of `wanted` while watching for a kernel failure (a TestError: the
+/// software under test failed); a timeout is a JobError, as LAVA's login actions raise.
+fn expect_system(
+    ctx: &mut Ctx,
+    a: &Action,
+    wanted: &[Pattern],
+    deadline: Instant,
+    what: &str,
+) -> Result<Hit> {
+    let mut pats = wanted.to_vec();
     pats.extend(failures());
-    let hit = s.wait(&pats, super::wait_until(a, deadline)).map_err(|e| {
-        wait_error(
-            ctx,
-            a,
-            ErrorKind::JobError,
-            &format!("the kernel's start message '{msg}'"),
-            e,
-        )
-    })?;
-    if hit.index > 0 {
+    let r = session(ctx, a)?.wait(&pats, super::wait_until(a, deadline));
+    let hit = r.map_err(|e| wait_error(ctx, a, ErrorKind::JobError, what, e))?;
+    if hit.index >= wanted.len() {
         return Err(Error::test(format!(
-            "{}: the kernel failed: '{}'",
+            "{}: the kernel failed while waiting for {what}: '{}'",
             a.name, hit.text
         )));
     }
-    let s = session(ctx, a)?;
-    s.reach(Milestone::LinuxVersion);
+    Ok(hit)
+}
+
+/// `auto-login-action`: wait for the kernel's start message (if it has not passed already).
+pub fn auto_login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
+    let msg = ctx.device.constants.kernel_start_message.clone();
+    if msg.is_empty() || session(ctx, a)?.milestone >= Milestone::LinuxVersion {
+        return Ok(());
+    }
+    let start = Pattern::regex(&msg).map_err(|e| {
+        Error::config(format!(
+            "{}: constants.kernel-start-message '{msg}': {e}",
+            ctx.device.file
+        ))
+    })?;
+    let what = format!("the kernel's start message '{msg}'");
+    expect_system(ctx, a, &[start], deadline, &what)?;
+    session(ctx, a)?.reach(Milestone::LinuxVersion);
     Ok(())
 }
 
 /// `login-action`: the login prompt and credentials when `auto_login` is given, then one of the
-/// job's `prompts`.
+/// job's `prompts`, then the login commands.
 pub fn login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
     let boot = boot_block(ctx, a)?;
     let prompts: Vec<Pattern> = boot.prompts.iter().map(|p| Pattern::literal(p)).collect();
-    let auto = boot.auto_login.clone();
-    let mut with_fail = prompts.clone();
-    let nprompts = with_fail.len();
-    with_fail.extend(failures());
-    if let Some(al) = auto {
-        let s = session(ctx, a)?;
-        let mut pats = vec![Pattern::literal(&al.login_prompt)];
-        pats.extend(failures());
-        let hit = s.wait(&pats, super::wait_until(a, deadline)).map_err(|e| {
-            wait_error(
-                ctx,
-                a,
-                ErrorKind::JobError,
-                &format!("the login prompt '{}'", al.login_prompt),
-                e,
-            )
-        })?;
-        if hit.index > 0 {
-            return Err(Error::test(format!(
-                "{}: the kernel failed: '{}'",
-                a.name, hit.text
-            )));
-        }
+    if let Some(al) = &boot.auto_login {
+        let what = format!("the login prompt '{}'", al.login_prompt);
+        expect_system(
+            ctx,
+            a,
+            &[Pattern::literal(&al.login_prompt)],
+            deadline,
+            &what,
+        )?;
         let s = session(ctx, a)?;
         s.reach(Milestone::LoginPrompt);
         s.sendline(&al.username, Duration::ZERO)?;
         if let (Some(pp), Some(pw)) = (&al.password_prompt, &al.password) {
-            s.wait(&[Pattern::literal(pp)], super::wait_until(a, deadline))
-                .map_err(|e| {
-                    wait_error(
-                        ctx,
-                        a,
-                        ErrorKind::JobError,
-                        &format!("the password prompt '{pp}'"),
-                        e,
-                    )
-                })?;
-            let s = session(ctx, a)?;
-            s.sendline(pw, Duration::ZERO)?;
+            let what = format!("the password prompt '{pp}'");
+            expect_system(ctx, a, &[Pattern::literal(pp)], deadline, &what)?;
+            session(ctx, a)?.sendline(pw, Duration::ZERO)?;
         }
     }
-    let s = session(ctx, a)?;
-    let hit = s
-        .wait(&with_fail, super::wait_until(a, deadline))
-        .map_err(|e| {
-            wait_error(
-                ctx,
-                a,
-                ErrorKind::JobError,
-                "the shell prompt (the job's prompts)",
-                e,
-            )
-        })?;
-    if hit.index >= nprompts {
-        return Err(Error::test(format!(
-            "{}: the kernel failed: '{}'",
-            a.name, hit.text
-        )));
-    }
-    let s = session(ctx, a)?;
-    s.reach(Milestone::ShellPrompt);
-    if let Some(al) = &boot.auto_login {
-        for c in &al.login_commands {
-            let s = session(ctx, a)?;
-            s.sendline(c, Duration::ZERO)?;
-            s.wait(&prompts, super::wait_until(a, deadline))
-                .map_err(|e| {
-                    wait_error(
-                        ctx,
-                        a,
-                        ErrorKind::JobError,
-                        &format!("the prompt after '{c}'"),
-                        e,
-                    )
-                })?;
-        }
+    expect_system(
+        ctx,
+        a,
+        &prompts,
+        deadline,
+        "the shell prompt (the job's prompts)",
+    )?;
+    session(ctx, a)?.reach(Milestone::ShellPrompt);
+    for c in boot.auto_login.iter().flat_map(|al| &al.login_commands) {
+        session(ctx, a)?.sendline(c, Duration::ZERO)?;
+        expect_system(
+            ctx,
+            a,
+            &prompts,
+            deadline,
+            &format!("the prompt after '{c}'"),
+        )?;
     }
     Ok(())
 }
@@ -149,17 +116,13 @@ pub fn login(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
 pub fn expect_shell(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
     let boot = boot_block(ctx, a)?;
     let prompts: Vec<Pattern> = boot.prompts.iter().map(|p| Pattern::literal(p)).collect();
-    let until = deadline.min(Instant::now() + a.connection_timeout);
-    let s = session(ctx, a)?;
-    s.sendline("", Duration::ZERO)?;
-    s.wait(&prompts, until).map_err(|e| {
-        wait_error(
-            ctx,
-            a,
-            ErrorKind::JobError,
-            "the shell prompt after a newline",
-            e,
-        )
-    })?;
+    session(ctx, a)?.sendline("", Duration::ZERO)?;
+    expect_system(
+        ctx,
+        a,
+        &prompts,
+        deadline,
+        "the shell prompt after a newline",
+    )?;
     Ok(())
 }

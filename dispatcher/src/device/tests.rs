@@ -90,17 +90,17 @@ fn qemu_board() {
     assert!(uboot.needs_interrupt);
     assert_eq!(
         uboot.stanzas["ramdisk"],
-        qemu_stanza("console=ttyAMA0 labboot.root=ramdisk")
+        qemu_stanza("console=ttyAMA0 cryptomgr.notests labboot.root=ramdisk")
     );
     assert_eq!(
         uboot.stanzas["nfs"],
         qemu_stanza(
-            "console=ttyAMA0 labboot.root=nfs:{NFS_SERVER_IP}:{NFSROOTFS} labboot.overlay=none"
+            "console=ttyAMA0 cryptomgr.notests labboot.root=nfs:{NFS_SERVER_IP}:{NFSROOTFS} labboot.overlay=none"
         )
     );
     assert_eq!(
         uboot.stanzas["nbd"],
-        qemu_stanza("console=ttyAMA0 labboot.root=nbd:{NBDSERVERIP}:{NBDSERVERPORT}/{NBDEXPORT}")
+        qemu_stanza("console=ttyAMA0 cryptomgr.notests labboot.root=nbd:{NBDSERVERIP}:{NBDSERVERPORT}/{NBDEXPORT}")
     );
     assert_eq!(d.deploy_methods, ["tftp", "nfs", "nbd"]);
     assert_eq!(
@@ -126,7 +126,7 @@ fn job_context_reaches_the_templates() {
     let ramdisk = &d.uboot.as_ref().expect("u-boot").stanzas["ramdisk"];
     assert_eq!(
         ramdisk[8],
-        "setenv bootargs 'console=ttyAMA0 labboot.root=ramdisk quiet loglevel=3'"
+        "setenv bootargs 'console=ttyAMA0 cryptomgr.notests labboot.root=ramdisk quiet loglevel=3'"
     );
     assert_eq!(d.labboot.boot, BootStyle::Network);
     // The dictionary's own {% set %} wins over the job: the connection stays the board's.

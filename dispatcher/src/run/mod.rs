@@ -213,7 +213,7 @@ fn run_once(ctx: &mut Ctx, a: &Action, deadline: Instant, job_deadline: Instant)
     }
 }
 
-/// `1h02m03s` / `02m03s` / `3s`, as LAVA prints durations.
+/// `HH:MM:SS` from an hour on, `MM:SS` below, as LAVA prints durations in its logs.
 pub fn hms(d: Duration) -> String {
     let s = d.as_secs();
     let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
