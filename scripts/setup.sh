@@ -23,6 +23,9 @@ packages=(
   squashfs-tools erofs-utils e2fsprogs cpio mmdebstrap
   # NFS peers (nfs-ganesha and rpcbind: the NFS benchmark's baseline)
   libnfs-utils nfs-ganesha nfs-ganesha-vfs rpcbind
+  # dispatcher: the compressors jobs' files come in, git for test definitions, dash and busybox
+  # (above) to run the board-side scripts on the host
+  xz-utils zstd bzip2 git dash tar
 )
 
 find_missing() {

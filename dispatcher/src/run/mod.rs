@@ -188,8 +188,29 @@ fn run_action(
     }
 }
 
+/// Runs the step of `a`; a panic in it is labboot's defect (LAVABug), not the end of the
+/// process: the job still reaches finalize.
+fn execute_guarded(ctx: &mut Ctx, a: &Action, deadline: Instant) -> Result<()> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        actions::execute(ctx, a, deadline)
+    })) {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(Error::bug(format!(
+                "{} {} panicked: {what}",
+                a.level, a.name
+            )))
+        }
+    }
+}
+
 fn run_once(ctx: &mut Ctx, a: &Action, deadline: Instant, job_deadline: Instant) -> Result<()> {
-    let r = actions::execute(ctx, a, deadline).and_then(|()| {
+    let r = execute_guarded(ctx, a, deadline).and_then(|()| {
         for child in &a.children {
             run_action(ctx, child, deadline, job_deadline)?;
         }
