@@ -99,7 +99,7 @@ pub struct Lab {
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     scripts: Scripts,
     jobs: Jobs,
-    nfs: Option<Arc<netboot::nfs::ExportTable>>,
+    nfs: Option<netboot::nfs::ExportTable>,
     nbd: Option<(netboot::nbd::ExportTable, u16)>,
     owned: Mutex<Vec<(String, Owned)>>,
 }
@@ -171,7 +171,7 @@ impl Lab {
                 c.portmap = Some(SocketAddr::new(c.listen.ip(), 111));
             }
             let server = NfsServer::new(NfsSettings::try_from(c)?)?;
-            nfs_table = Some(server.exports());
+            nfs_table = Some(server.table());
             let listener = runtime.block_on(server.bind())?;
             tracing::info!(addr = %listener.local_addr()?, "nfs: listening");
             let r = rx.clone();

@@ -1,11 +1,18 @@
 //! The network-boot servers of labboot.
 //!
-//! * [`dhcp`] hands out leases and boot options, and tells boards apart by identity rather than MAC.
+//! * [`dhcp`] hands out leases and boot options, and tells boards apart by identity rather than MAC;
+//!   it publishes every durable lease change as a [`dhcp::LeaseEvent`].
 //! * [`tftp`] serves boot files, including per-board *virtual* files rendered at request time.
+//! * [`nbd`] and [`nfs`] serve root filesystems from export tables changed at run time.
 //!
-//! The servers know nothing of jobs: callers hand them content through small traits.
+//! The servers know nothing of jobs: callers hand them content through small traits and tables,
+//! and learn what happened through events. Starting or running a server fails with a
+//! [`ServerError`].
 
 pub mod dhcp;
+pub mod error;
 pub mod nbd;
 pub mod nfs;
 pub mod tftp;
+
+pub use error::ServerError;

@@ -13,6 +13,10 @@
 //! [`Engine::probed`] — an answer quarantines the address like a DECLINE — and hands the same
 //! DISCOVER to [`Engine::handle`] again, which then offers the checked address, or probes the
 //! next one. The engine never waits: the socket loop runs probes as tasks and keeps serving.
+//!
+//! Lease events ([`super::events`]): an ACK, RELEASE or DECLINE comes with the
+//! [`LeaseEvent`] the server publishes once `commit` is durable ([`Outcome::event`]);
+//! [`Engine::expired`] finds the bound leases whose end passed since it last looked.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -24,6 +28,7 @@ use dhcproto::v4::{Message, MessageType};
 use super::binding::{Binding, BindingTable};
 use super::classify::{classify, ClassifyError, ClientInfo, ClientKey, Identity, MacAddr};
 use super::config::DhcpSettings;
+use super::events::{LeaseEvent, LeaseEventKind};
 use super::leases::{Lease, LeaseState, LeaseTable};
 use super::reply::{self, Grant};
 use super::store::{LeaseRecord, StoredLease};
@@ -66,15 +71,18 @@ pub struct Outcome {
     /// [`Engine::probed`], then hand the same request to [`Engine::handle`] again. Comes with
     /// no reply.
     pub probe: Option<Ipv4Addr>,
+    /// The lease change to publish once `commit` is durable (ACK, RELEASE, DECLINE).
+    pub event: Option<LeaseEvent>,
 }
 
 impl Outcome {
-    fn silent(commit: Option<LeaseRecord>) -> Outcome {
+    fn silent(commit: Option<LeaseRecord>, event: LeaseEvent) -> Outcome {
         Outcome {
             reply: None,
             commit,
             acked: None,
             probe: None,
+            event: Some(event),
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct Engine {
     leases: LeaseTable,
     /// Addresses being ping-checked: for which client, since when (Unix seconds).
     probing: HashMap<Ipv4Addr, (ClientKey, u64)>,
+    /// Up to when (Unix seconds) expired leases were reported by [`Engine::expired`].
+    swept_to: Option<u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -153,6 +163,7 @@ impl Engine {
             bindings,
             leases,
             probing: HashMap::new(),
+            swept_to: None,
         }
     }
 
@@ -223,6 +234,29 @@ impl Engine {
         true
     }
 
+    /// The bound leases whose end passed since the last call (on the first call: all that
+    /// ended by `now`), as [`LeaseEventKind::Expired`] events, oldest first. Nothing changes
+    /// in the table: an expired lease stays until its address is needed.
+    pub fn expired(&mut self, now: SystemTime) -> Vec<LeaseEvent> {
+        let now = unix_secs(now);
+        let since = self.swept_to.replace(now);
+        if since.is_some_and(|s| s >= now) {
+            return Vec::new();
+        }
+        let mut events: Vec<LeaseEvent> = self
+            .leases
+            .iter()
+            .filter(|l| {
+                l.state == LeaseState::Bound
+                    && l.expires <= now
+                    && since.is_none_or(|s| l.expires > s)
+            })
+            .map(|l| LeaseEvent::new(LeaseEventKind::Expired, &l.key, l.mac, l.ip, 0, l.expires))
+            .collect();
+        events.sort_by_key(|e| (e.expires, e.ip));
+        events
+    }
+
     /// Decides on one request received at `now`.
     pub fn handle(&mut self, msg: &Message, now: SystemTime) -> Result<Outcome, Ignored> {
         let info = classify(msg)?;
@@ -234,7 +268,7 @@ impl Engine {
         match info.msg_type {
             MessageType::Discover => self.discover(msg, &info, now),
             MessageType::Request => self.request(msg, &info, now),
-            MessageType::Release => self.release(msg, &info),
+            MessageType::Release => self.release(msg, &info, now),
             MessageType::Decline => self.decline(&info, now),
             MessageType::Inform => Ok(self.inform(msg, &info)),
             other => Err(Ignored::Unhandled(other)),
@@ -370,6 +404,7 @@ impl Engine {
                 commit: None,
                 acked: None,
                 probe: Some(ip),
+                event: None,
             });
         }
         let grant = Grant {
@@ -383,6 +418,7 @@ impl Engine {
             commit: None,
             acked: None,
             probe: None,
+            event: None,
         })
     }
 
@@ -424,6 +460,7 @@ impl Engine {
             commit: None,
             acked: None,
             probe: None,
+            event: None,
         }
     }
 
@@ -491,13 +528,23 @@ impl Engine {
             boot_file: self.boot_file(info, &binding),
         };
         let ack = reply::grant(msg, MessageType::Ack, grant, &self.settings);
+        let lease_time = self.settings.lease_time();
+        let expires = now + u64::from(lease_time);
+        let event = LeaseEvent::new(
+            LeaseEventKind::Acked,
+            &key,
+            info.mac,
+            wanted,
+            lease_time,
+            expires,
+        );
         Ok(Outcome {
             reply: Some((ack, Self::destination(msg, false))),
             commit: Some(LeaseRecord::Bind(StoredLease {
                 key,
                 mac: info.mac,
                 ip: wanted,
-                expires: now + u64::from(self.settings.lease_time()),
+                expires,
             })),
             acked: Some(Acked {
                 ip: wanted,
@@ -505,6 +552,7 @@ impl Engine {
                 identity: info.identity.clone(),
             }),
             probe: None,
+            event: Some(event),
         })
     }
 
@@ -513,7 +561,7 @@ impl Engine {
         matches!(self.leases.get(key), Some(l) if l.ip == ip)
     }
 
-    fn release(&mut self, msg: &Message, info: &ClientInfo) -> Result<Outcome, Ignored> {
+    fn release(&mut self, msg: &Message, info: &ClientInfo, now: u64) -> Result<Outcome, Ignored> {
         let key = info.key();
         let ip = msg.ciaddr();
         if info
@@ -529,7 +577,8 @@ impl Engine {
             info.mac,
             info.id_for_log()
         );
-        Ok(Outcome::silent(Some(LeaseRecord::Free { key, ip })))
+        let event = LeaseEvent::new(LeaseEventKind::Released, &key, info.mac, ip, 0, now);
+        Ok(Outcome::silent(Some(LeaseRecord::Free { key, ip }), event))
     }
 
     fn decline(&mut self, info: &ClientInfo, now: u64) -> Result<Outcome, Ignored> {
@@ -547,7 +596,8 @@ impl Engine {
         );
         self.leases
             .decline(ip, now + u64::from(self.settings.lease_time()));
-        Ok(Outcome::silent(Some(LeaseRecord::Free { key, ip })))
+        let event = LeaseEvent::new(LeaseEventKind::Declined, &key, info.mac, ip, 0, now);
+        Ok(Outcome::silent(Some(LeaseRecord::Free { key, ip }), event))
     }
 
     fn inform(&self, msg: &Message, info: &ClientInfo) -> Outcome {
@@ -563,6 +613,7 @@ impl Engine {
             commit: None,
             acked: None,
             probe: None,
+            event: None,
         }
     }
 }

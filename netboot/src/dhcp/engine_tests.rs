@@ -11,13 +11,13 @@ use super::config::{BindingConfig, DhcpConfig, DhcpSettings, DEFAULT_LEASE_TIME}
 use super::engine::{Destination, Engine, Ignored, Outcome, OFFER_HOLD_SECS};
 use super::store::{LeaseRecord, StoredLease};
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub(super) const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
-fn at(secs: u64) -> SystemTime {
+pub(super) fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
 }
 
-fn config() -> DhcpConfig {
+pub(super) fn config() -> DhcpConfig {
     DhcpConfig {
         interface: "lab0".into(),
         server_ip: SERVER,
@@ -36,15 +36,15 @@ fn config() -> DhcpConfig {
     }
 }
 
-fn engine(c: DhcpConfig) -> Engine {
+pub(super) fn engine(c: DhcpConfig) -> Engine {
     Engine::new(DhcpSettings::try_from(c).unwrap())
 }
 
-fn mac(n: u8) -> [u8; 6] {
+pub(super) fn mac(n: u8) -> [u8; 6] {
     [0x52, 0x54, 0, 0, 0, n]
 }
 
-fn packet(mac: [u8; 6], kind: MessageType, opts: Vec<DhcpOption>) -> Message {
+pub(super) fn packet(mac: [u8; 6], kind: MessageType, opts: Vec<DhcpOption>) -> Message {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootRequest)
         .set_chaddr(&mac)
@@ -60,7 +60,7 @@ fn kind_byte(kind: MessageType) -> u32 {
     u32::from(u8::from(kind))
 }
 
-fn vci(id: &str) -> DhcpOption {
+pub(super) fn vci(id: &str) -> DhcpOption {
     DhcpOption::ClassIdentifier(format!("labboot:{id}").into_bytes())
 }
 
@@ -77,7 +77,12 @@ fn boot_file(m: &Message) -> Option<String> {
 }
 
 /// DISCOVER then REQUEST (selecting), returning the ACKed address.
-fn dora(e: &mut Engine, mac: [u8; 6], extra: Vec<DhcpOption>, now: SystemTime) -> Ipv4Addr {
+pub(super) fn dora(
+    e: &mut Engine,
+    mac: [u8; 6],
+    extra: Vec<DhcpOption>,
+    now: SystemTime,
+) -> Ipv4Addr {
     let o = e
         .handle(&packet(mac, MessageType::Discover, extra.clone()), now)
         .unwrap();

@@ -14,6 +14,8 @@
 //! * [`store`]: the crash-safe lease log (append + fsync, compacted by write-and-rename);
 //! * [`wire`]: datagram framing checks before dhcproto parses;
 //! * [`reply`]: OFFER/ACK/NAK building; [`engine`]: the decisions, with no I/O and no clock;
+//! * [`events`]: [`LeaseEvent`]s (ACK, RELEASE, DECLINE, expiry) published once durable, so the
+//!   appliance learns which board holds which address without the server knowing boards;
 //! * [`server`]: the socket loop, bound to one interface;
 //! * [`ping`]: ICMP echo probes for the opt-in ping-check.
 //!
@@ -36,11 +38,28 @@
 //! With a live binding table instead of the configured one, compose the pieces:
 //! [`LeaseStore::open`] → [`Engine::with_bindings`] + [`Engine::restore`] → [`bind_interface`]
 //! → [`Server::new`] → [`Server::run`].
+//!
+//! # Example: watch leases as they are ACKed
+//! ```no_run
+//! use netboot::dhcp::{events, serve_with_events, DhcpSettings, LeaseEventKind};
+//! # async fn demo(settings: DhcpSettings) -> Result<(), Box<dyn std::error::Error>> {
+//! let (sender, mut leases) = events::channel();
+//! tokio::spawn(async move {
+//!     while let Ok(lease) = leases.recv().await {
+//!         if lease.kind == LeaseEventKind::Acked {
+//!             println!("{:?} has {} for {} s", lease.board_id(), lease.ip, lease.lease_time);
+//!         }
+//!     }
+//! });
+//! serve_with_events(settings, async { tokio::signal::ctrl_c().await.ok(); }, sender).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod binding;
 pub mod classify;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod leases;
 pub mod ping;
 pub mod pool;
@@ -52,14 +71,17 @@ pub mod wire;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
+mod event_tests;
+#[cfg(test)]
 mod fuzz_tests;
 
 pub use binding::{Binding, BindingTable, StaticBindings};
 pub use classify::{Arch, ClientKey, Identity, MacAddr};
 pub use config::{BindingConfig, ConfigError, DhcpConfig, DhcpSettings};
 pub use engine::{Destination, Engine, Ignored, Outcome};
+pub use events::{LeaseEvent, LeaseEventKind};
 pub use leases::{Lease, LeaseState, LeaseTable};
 pub use ping::Pinger;
 pub use pool::Pool;
-pub use server::{bind_interface, engine_with_store, serve, Server};
+pub use server::{bind_interface, engine_with_store, serve, serve_with_events, Server};
 pub use store::{load as load_leases, LeaseRecord, LeaseStore, StoredLease};

@@ -15,6 +15,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
+use crate::error::ServerError;
+
 const ECHO_REPLY: u8 = 0;
 const ECHO_REQUEST: u8 = 8;
 /// `SOL_RAW` / `ICMP_FILTER` of linux/icmp.h: a bit mask of ICMP types the socket drops.
@@ -43,7 +45,7 @@ impl Pinger {
     }
 
     /// Opens one probe socket to find out early whether probes can work (needs CAP_NET_RAW).
-    pub fn check(&self) -> io::Result<()> {
+    pub fn check(&self) -> Result<(), ServerError> {
         self.socket().map(drop)
     }
 
@@ -52,17 +54,17 @@ impl Pinger {
         self.timeout
     }
 
-    fn socket(&self) -> io::Result<Socket> {
-        let ctx = |what: &str, e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("ping-check: {what} (interface {}): {e}", self.interface),
-            )
+    fn socket(&self) -> Result<Socket, ServerError> {
+        let ctx = |what: &'static str, error: io::Error| ServerError::Interface {
+            name: self.interface.clone(),
+            port: None,
+            what,
+            error,
         };
         let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
-            .map_err(|e| ctx("cannot open a raw ICMP socket", e))?;
+            .map_err(|e| ctx("ping-check: cannot open a raw ICMP socket", e))?;
         sock.bind_device(Some(self.interface.as_bytes()))
-            .map_err(|e| ctx("cannot bind to the interface", e))?;
+            .map_err(|e| ctx("ping-check: cannot bind to the interface", e))?;
         let filter: u32 = !(1u32 << ECHO_REPLY);
         // SAFETY: a valid fd and a pointer to a live u32 of the size passed.
         let rc = unsafe {
@@ -76,10 +78,13 @@ impl Pinger {
             )
         };
         if rc != 0 {
-            return Err(ctx("cannot set ICMP_FILTER", io::Error::last_os_error()));
+            return Err(ctx(
+                "ping-check: cannot set ICMP_FILTER",
+                io::Error::last_os_error(),
+            ));
         }
         sock.set_nonblocking(true)
-            .map_err(|e| ctx("cannot make the socket non-blocking", e))?;
+            .map_err(|e| ctx("ping-check: cannot make the socket non-blocking", e))?;
         Ok(sock)
     }
 
@@ -89,7 +94,8 @@ impl Pinger {
     pub async fn probe(&self, ip: Ipv4Addr) -> io::Result<bool> {
         // A raw socket is a datagram socket to the kernel: tokio's UdpSocket drives its
         // sendto/recvfrom just as well, and registers it with the reactor safely.
-        let sock = UdpSocket::from_std(std::net::UdpSocket::from(self.socket()?))?;
+        let sock = self.socket().map_err(io::Error::other)?;
+        let sock = UdpSocket::from_std(std::net::UdpSocket::from(sock))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let request = echo_request(self.ident, seq);
         sock.send_to(&request, SocketAddrV4::new(ip, 0)).await?;

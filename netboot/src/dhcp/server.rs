@@ -15,6 +15,14 @@
 //! withheld (the clients retry; their records are written again with the next group) and the
 //! error is logged.
 //!
+//! RELEASE and DECLINE records start an append of their own too, so they are durable promptly.
+//!
+//! Lease events ([`super::events`]): each record's [`LeaseEvent`] travels with it and is
+//! published on the server's broadcast channel when the append that holds it returned (after
+//! the group's ACKs are sent); events of a failed append wait for the next one, like their
+//! records. Every [`EXPIRY_SWEEP`] the loop asks [`Engine::expired`] for leases that ran out
+//! and publishes those too.
+//!
 //! Ping-check (opt-in): when the engine answers a DISCOVER with
 //! [`Outcome::probe`](super::engine::Outcome::probe), the loop
 //! spawns the ICMP probe ([`Pinger::probe`]) as a task and goes on serving; other clients never
@@ -30,14 +38,17 @@ use std::time::SystemTime;
 
 use dhcproto::v4::Message;
 use tokio::net::UdpSocket;
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use super::config::DhcpSettings;
 use super::engine::{unix_secs, Acked, Destination, Engine};
+use super::events::{self, LeaseEvent, EXPIRY_SWEEP};
 use super::ping::Pinger;
 use super::reply::encode_into;
 use super::store::{LeaseRecord, LeaseStore};
 use super::wire;
+use crate::error::ServerError;
 
 /// The DHCP server port.
 pub const SERVER_PORT: u16 = 67;
@@ -49,14 +60,14 @@ pub const BATCH: usize = 256;
 /// Binds a UDP socket to `0.0.0.0:port` on `interface` only (SO_BINDTODEVICE), broadcast-capable.
 ///
 /// Must be called inside a tokio runtime. Needs CAP_NET_RAW (for SO_BINDTODEVICE) and, for port
-/// 67, CAP_NET_BIND_SERVICE.
-pub fn bind_interface(interface: &str, port: u16) -> io::Result<UdpSocket> {
+/// 67, CAP_NET_BIND_SERVICE. Fails with [`ServerError::Interface`] naming the step.
+pub fn bind_interface(interface: &str, port: u16) -> Result<UdpSocket, ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let ctx = |what: &str, e: io::Error| {
-        io::Error::new(
-            e.kind(),
-            format!("{what} (interface {interface}, port {port}): {e}"),
-        )
+    let ctx = |what: &'static str, error: io::Error| ServerError::Interface {
+        name: interface.to_string(),
+        port: Some(port),
+        what,
+        error,
     };
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| ctx("cannot create a UDP socket", e))?;
@@ -73,7 +84,7 @@ pub fn bind_interface(interface: &str, port: u16) -> io::Result<UdpSocket> {
     let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     sock.bind(&addr.into())
         .map_err(|e| ctx("cannot bind the DHCP port", e))?;
-    UdpSocket::from_std(sock.into())
+    UdpSocket::from_std(sock.into()).map_err(|e| ctx("cannot register the socket with tokio", e))
 }
 
 /// A DHCP server: a bound socket, the decision engine and the optional lease log.
@@ -88,6 +99,8 @@ pub struct Server {
     relay_port: u16,
     /// Set when the settings ask for a ping-check.
     pinger: Option<Arc<Pinger>>,
+    /// Where lease events are published.
+    events: broadcast::Sender<LeaseEvent>,
 }
 
 /// A finished probe: the address, whether it answered, and the request to decide again.
@@ -97,6 +110,16 @@ struct Pending {
     message: Message,
     to: Destination,
     acked: Option<Acked>,
+}
+
+/// What waits for the next lease-log append: ACKs, their records, the events to publish once
+/// the records are durable, and whether a record came since the last append began.
+#[derive(Default)]
+struct Group {
+    acks: Vec<Pending>,
+    records: Vec<LeaseRecord>,
+    events: Vec<LeaseEvent>,
+    fresh: bool,
 }
 
 /// A lease-log append running on the blocking pool, with the ACKs waiting for it.
@@ -119,7 +142,20 @@ impl Server {
             store,
             client_port: CLIENT_PORT,
             relay_port: SERVER_PORT,
+            events: events::channel().0,
         }
+    }
+
+    /// Publishes lease events on `sender` instead of the server's own channel (e.g. one made
+    /// with [`events::channel`] before the server, to subscribe to it at any time).
+    pub fn with_lease_events(mut self, sender: broadcast::Sender<LeaseEvent>) -> Server {
+        self.events = sender;
+        self
+    }
+
+    /// A receiver of the lease events published from now on (see [`super::events`]).
+    pub fn lease_events(&self) -> broadcast::Receiver<LeaseEvent> {
+        self.events.subscribe()
     }
 
     /// Sends replies to other ports than 68 (clients) and 67 (relays): for tests on loopback.
@@ -137,20 +173,22 @@ impl Server {
     /// Serves until `shutdown` completes; returns the engine (with its leases) for inspection.
     ///
     /// Only errors of the socket itself end the loop early; bad packets are logged and dropped.
-    /// At shutdown an append in flight is finished and its ACKs are sent.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<Engine> {
+    /// At shutdown an append in flight is finished, its ACKs are sent and its events published.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<Engine, ServerError> {
         tokio::pin!(shutdown);
         let mut buf = vec![0u8; 65536];
         let mut out = Vec::with_capacity(1024);
         // Replies that need no commit (OFFER, NAK, INFORM) go out with the batch that made them.
         let mut immediate: Vec<Pending> = Vec::with_capacity(BATCH);
-        // ACKs of the next group and their records, waiting for the append in flight to end.
-        let mut queued: Vec<Pending> = Vec::new();
-        let mut records: Vec<LeaseRecord> = Vec::new();
-        // The append in flight and the ACKs that wait for it.
-        let mut inflight: Option<(Commit, Vec<Pending>)> = None;
+        // ACKs of the next group, their records and events, waiting for the append in flight.
+        let mut group = Group::default();
+        // The append in flight, and the ACKs and events that wait for it.
+        let mut inflight: Option<(Commit, Vec<Pending>, Vec<LeaseEvent>)> = None;
         // Ping-checks running; each DISCOVER waiting for one is decided again when it ends.
         let mut probes: JoinSet<Probed> = JoinSet::new();
+        let mut sweep =
+            tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_SWEEP, EXPIRY_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -158,20 +196,15 @@ impl Server {
                 joined = async { (&mut inflight.as_mut().expect("guarded").0).await },
                     if inflight.is_some() =>
                 {
-                    let (_, acks) = inflight.take().expect("guarded");
-                    if self.finish_commit(joined, &mut records) {
-                        self.send_all(acks, &mut out).await;
-                    }
+                    let (_, acks, events) = inflight.take().expect("guarded");
+                    self.end_commit(joined, acks, events, &mut group, &mut out).await;
                 }
                 Some(done) = probes.join_next(), if !probes.is_empty() => {
                     match done {
                         Ok((ip, answered, msg, src)) => {
                             let now = SystemTime::now();
                             self.engine.probed(ip, answered, now);
-                            self.decide(
-                                &msg, src, now, &mut immediate, &mut queued, &mut records,
-                                &mut probes,
-                            );
+                            self.decide(&msg, src, now, &mut immediate, &mut group, &mut probes);
                             let now_ready = std::mem::take(&mut immediate);
                             self.send_all(now_ready, &mut out).await;
                         }
@@ -180,14 +213,20 @@ impl Server {
                         Err(e) => tracing::error!("dhcp: a ping-check task failed: {e}"),
                     }
                 }
+                _ = sweep.tick() => {
+                    let expired = self.engine.expired(SystemTime::now());
+                    for e in &expired {
+                        tracing::debug!("dhcp: lease of {} to {} expired", e.ip, e.mac);
+                    }
+                    self.publish(expired);
+                }
                 ready = self.socket.readable() => {
-                    ready?;
+                    ready.map_err(ServerError::io("dhcp: the socket failed"))?;
                     let now = SystemTime::now();
                     for _ in 0..BATCH {
                         match self.socket.try_recv_from(&mut buf) {
                             Ok((n, src)) => self.on_packet(
-                                &buf[..n], src, now, &mut immediate, &mut queued, &mut records,
-                                &mut probes,
+                                &buf[..n], src, now, &mut immediate, &mut group, &mut probes,
                             ),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => {
@@ -200,26 +239,54 @@ impl Server {
                     self.send_all(now_ready, &mut out).await;
                 }
             }
-            if inflight.is_none() && !queued.is_empty() {
+            if inflight.is_none() && group.fresh {
+                group.fresh = false;
                 if !self.persistent {
-                    records.clear();
-                    let acks = std::mem::take(&mut queued);
+                    group.records.clear();
+                    let acks = std::mem::take(&mut group.acks);
                     self.send_all(acks, &mut out).await;
-                } else if let Some(commit) = self.start_commit(&mut records) {
-                    inflight = Some((commit, std::mem::take(&mut queued)));
+                    self.publish(std::mem::take(&mut group.events));
+                } else if let Some(commit) = self.start_commit(&mut group.records) {
+                    let acks = std::mem::take(&mut group.acks);
+                    inflight = Some((commit, acks, std::mem::take(&mut group.events)));
                 } else {
                     // The lease writer died: an ACK that cannot be made durable is not sent.
-                    records.clear();
-                    queued.clear();
+                    group = Group::default();
                 }
             }
         }
-        if let Some((commit, acks)) = inflight.take() {
-            if self.finish_commit(commit.await, &mut records) {
-                self.send_all(acks, &mut out).await;
-            }
+        if let Some((commit, acks, events)) = inflight.take() {
+            self.end_commit(commit.await, acks, events, &mut group, &mut out)
+                .await;
         }
         Ok(self.engine)
+    }
+
+    /// After an append: sends its ACKs and publishes its events if the records are durable,
+    /// else keeps the events (their records go again with the next group).
+    async fn end_commit(
+        &mut self,
+        joined: Result<(LeaseStore, Vec<LeaseRecord>, io::Result<()>), tokio::task::JoinError>,
+        acks: Vec<Pending>,
+        mut events: Vec<LeaseEvent>,
+        group: &mut Group,
+        out: &mut Vec<u8>,
+    ) {
+        if self.finish_commit(joined, &mut group.records) {
+            self.send_all(acks, out).await;
+            self.publish(events);
+        } else {
+            events.append(&mut group.events);
+            group.events = events;
+        }
+    }
+
+    /// Sends lease events to the subscribers, if any.
+    fn publish(&self, events: Vec<LeaseEvent>) {
+        for e in events {
+            // An error only means nobody listens now.
+            let _ = self.events.send(e);
+        }
     }
 
     async fn send_all(&self, replies: Vec<Pending>, out: &mut Vec<u8>) {
@@ -246,15 +313,13 @@ impl Server {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_packet(
         &mut self,
         bytes: &[u8],
         src: SocketAddr,
         now: SystemTime,
         immediate: &mut Vec<Pending>,
-        queued: &mut Vec<Pending>,
-        records: &mut Vec<LeaseRecord>,
+        group: &mut Group,
         probes: &mut JoinSet<Probed>,
     ) {
         let msg = match wire::decode(bytes) {
@@ -267,20 +332,18 @@ impl Server {
                 return;
             }
         };
-        self.decide(&msg, src, now, immediate, queued, records, probes);
+        self.decide(&msg, src, now, immediate, group, probes);
     }
 
     /// Hands one decoded request to the engine and files what comes out: a reply to send now, an
-    /// ACK waiting for its lease record, or a probe to start.
-    #[allow(clippy::too_many_arguments)]
+    /// ACK (or a RELEASE, DECLINE) waiting for its lease record, or a probe to start.
     fn decide(
         &mut self,
         msg: &Message,
         src: SocketAddr,
         now: SystemTime,
         immediate: &mut Vec<Pending>,
-        queued: &mut Vec<Pending>,
-        records: &mut Vec<LeaseRecord>,
+        group: &mut Group,
         probes: &mut JoinSet<Probed>,
     ) {
         match self.engine.handle(msg, now) {
@@ -290,7 +353,9 @@ impl Server {
                 }
                 let needs_commit = outcome.commit.is_some();
                 if let Some(r) = outcome.commit {
-                    records.push(r);
+                    group.records.push(r);
+                    group.events.extend(outcome.event);
+                    group.fresh = true;
                 }
                 if let Some((message, to)) = outcome.reply {
                     let p = Pending {
@@ -299,7 +364,7 @@ impl Server {
                         acked: outcome.acked,
                     };
                     if needs_commit {
-                        queued.push(p);
+                        group.acks.push(p);
                     } else {
                         immediate.push(p);
                     }
@@ -386,7 +451,7 @@ impl Server {
 pub fn engine_with_store(
     settings: DhcpSettings,
     now: SystemTime,
-) -> io::Result<(Engine, Option<LeaseStore>)> {
+) -> Result<(Engine, Option<LeaseStore>), ServerError> {
     let store = match settings.lease_file() {
         Some(path) => Some(LeaseStore::open(path, unix_secs(now))?),
         None => None,
@@ -409,8 +474,22 @@ pub fn engine_with_store(
 
 /// Runs the whole server from checked settings: lease log, socket on the interface, loop.
 ///
-/// Logs `dhcp: listening on IF (SERVER_IP)` once the socket is bound.
-pub async fn serve(settings: DhcpSettings, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+/// Logs `dhcp: listening on IF (SERVER_IP)` once the socket is bound. Lease events go nowhere;
+/// [`serve_with_events`] publishes them.
+pub async fn serve(
+    settings: DhcpSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    serve_with_events(settings, shutdown, events::channel().0).await
+}
+
+/// [`serve`], publishing [`LeaseEvent`]s on `events` (made with [`events::channel`]; subscribe
+/// to it before or while the server runs).
+pub async fn serve_with_events(
+    settings: DhcpSettings,
+    shutdown: impl Future<Output = ()>,
+    events: broadcast::Sender<LeaseEvent>,
+) -> Result<(), ServerError> {
     let interface = settings.interface().to_string();
     let server_ip = settings.server_ip();
     let settings_ping_check = settings.ping_check();
@@ -424,6 +503,9 @@ pub async fn serve(settings: DhcpSettings, shutdown: impl Future<Output = ()>) -
         );
     }
     tracing::info!("dhcp: listening on {interface} ({server_ip})");
-    Server::new(socket, engine, store).run(shutdown).await?;
+    Server::new(socket, engine, store)
+        .with_lease_events(events)
+        .run(shutdown)
+        .await?;
     Ok(())
 }

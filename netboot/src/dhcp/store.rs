@@ -28,6 +28,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use super::classify::{ClientKey, MacAddr};
+use crate::error::ServerError;
 
 const HEADER: &str = "# labboot dhcp lease log v1\n";
 
@@ -158,9 +159,11 @@ pub struct LeaseStore {
 impl LeaseStore {
     /// Loads the log, drops leases expired at `now` (Unix seconds), rewrites it compacted and
     /// opens it for appending. Returns the store and the live leases.
-    pub fn open(path: &Path, now: u64) -> io::Result<(LeaseStore, Vec<StoredLease>)> {
-        let with_path = |e: io::Error, what: &str| {
-            io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    pub fn open(path: &Path, now: u64) -> Result<(LeaseStore, Vec<StoredLease>), ServerError> {
+        let with_path = |error: io::Error, what: &'static str| ServerError::LeaseLog {
+            path: path.to_path_buf(),
+            what,
+            error,
         };
         let leases: Vec<StoredLease> = load(path)
             .map_err(|e| with_path(e, "cannot read lease file"))?

@@ -34,6 +34,7 @@ use super::config::NbdSettings;
 use super::export::{Backend, Export};
 use super::handshake::{greeting, Handshake, HandshakeError, Progress, Selected};
 use super::table::ExportTable;
+use crate::error::ServerError;
 
 /// How long shutdown waits for connections to close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -82,16 +83,20 @@ pub(super) enum Ending {
 impl NbdServer {
     /// A server with the settings' exports opened into a new table; fails naming the file that
     /// cannot be opened.
-    pub fn new(settings: NbdSettings) -> io::Result<NbdServer> {
+    pub fn new(settings: NbdSettings) -> Result<NbdServer, ServerError> {
         let table = ExportTable::new();
         for spec in settings.exports() {
             let export = Export::open(&spec.name, &spec.path, spec.mode)
-                .map_err(|e| io::Error::new(e.kind(), format!("export {:?}: {e}", spec.name)))?
+                .map_err(|error| ServerError::Export {
+                    server: "nbd",
+                    name: spec.name.clone(),
+                    error,
+                })?
                 .with_allowed_clients(spec.allow.clone())
                 .with_description(spec.description.clone());
             table
                 .add(export)
-                .map_err(|e| io::Error::new(io::ErrorKind::AlreadyExists, e))?;
+                .map_err(|e| ServerError::Config(e.to_string()))?;
         }
         Ok(NbdServer::with_table(settings, table))
     }
@@ -114,11 +119,15 @@ impl NbdServer {
     }
 
     /// Binds the listening socket to the configured address.
-    pub async fn bind(&self) -> io::Result<TcpListener> {
+    pub async fn bind(&self) -> Result<TcpListener, ServerError> {
         let addr = self.shared.settings.listen();
         TcpListener::bind(addr)
             .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind nbd socket {addr}: {e}")))
+            .map_err(|error| ServerError::Bind {
+                server: "nbd",
+                addr,
+                error,
+            })
     }
 
     /// Serves connections arriving on `listener` until `shutdown` completes.
@@ -128,8 +137,10 @@ impl NbdServer {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
-    ) -> io::Result<()> {
-        let local = listener.local_addr()?;
+    ) -> Result<(), ServerError> {
+        let local = listener
+            .local_addr()
+            .map_err(ServerError::io("nbd: cannot read the listener's address"))?;
         tracing::info!(
             "nbd: listening on {local} ({} exports)",
             self.shared.table.names().len()

@@ -27,7 +27,7 @@ struct Running {
     addr: SocketAddr,
     table: ExportTable,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), crate::ServerError>>,
 }
 
 async fn start(exports: Vec<Export>, cow_limit: u64) -> Running {

@@ -1,7 +1,10 @@
 //! NFSv3 + MOUNT v3 over TCP, serving directories, with a small portmap responder.
 //!
 //! * [`NfsServer`] binds, runs until a shutdown future completes, and hands out its
-//!   [`ExportTable`], through which exports are added and removed while it runs.
+//!   [`ExportTable`] (a cheap handle, like NBD's; [`NfsServer::with_table`] takes one made
+//!   beforehand), through which exports are added and removed while it runs.
+//! * Removing an export closes every TCP connection on which a call resolved into it (a MOUNT
+//!   that found it, or an NFS call whose file handle named it); [`conns`] has the exact rule.
 //! * [`NfsConfig`] / [`NfsSettings`] are the `nfs:` YAML section and its checked form.
 //!
 //! **Why not nfsserve or nfs3_server.** The design card named nfsserve 0.11; its maintained fork
@@ -21,6 +24,7 @@
 
 pub mod attrcache;
 pub mod config;
+pub mod conns;
 pub mod exports;
 pub mod fs;
 pub mod proto;
@@ -30,5 +34,6 @@ pub mod status;
 pub mod xdr;
 
 pub use config::{Access, ExportConfig, NfsConfig, NfsSettings};
+pub use conns::Connection;
 pub use exports::{ExportError, ExportTable};
 pub use server::NfsServer;

@@ -4,7 +4,9 @@
 //! [`Service::handle`] is synchronous and runs on a plain thread (a connection's own, or tokio's
 //! blocking pool): the filesystem calls it makes block, and each runs under the caller's
 //! credential (see [`super::fs::AsUser`]). [`Service::handle_with_file`] leaves a READ's data in
-//! the file, for the socket loop to send without copying it ([`Reply::WithFile`]). Argument
+//! the file, for the socket loop to send without copying it ([`Reply::WithFile`]). The `_on`
+//! variants take the TCP [`Connection`] the call came on and record it as a user of every export
+//! the call resolves into, so that removing the export closes it ([`super::conns`]). Argument
 //! decoding failures become `GARBAGE_ARGS`; unknown programs, versions and procedures get their
 //! RPC errors; nothing a client sends can panic it (`fuzz_tests` below feeds it garbage).
 
@@ -13,6 +15,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
+use super::conns::Connection;
 use super::exports::ExportTable;
 use super::fs::{
     boot_verifier, Export, Handle, Kind, NodeKind, Obj, SetAttr, SetTime, Stat, HANDLE_LEN,
@@ -41,7 +44,7 @@ const ACCESS_EXECUTE: u32 = 0x20;
 /// The RPC programs of the NFS server over one export table.
 #[derive(Debug)]
 pub struct Service {
-    table: Arc<ExportTable>,
+    table: ExportTable,
     nfs_port: AtomicU16,
 }
 
@@ -66,20 +69,22 @@ pub enum Reply {
     WithFile(Writer, FileData),
 }
 
-/// Who is calling: the peer address and its credential.
+/// Who is calling: the peer address, its credential and its connection.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The client's address (exports may be limited by it).
     pub addr: IpAddr,
     /// The `AUTH_SYS` credential, `None` for `AUTH_NONE`.
     pub cred: Option<Credential>,
+    /// The TCP connection, recorded as a user of the exports the call resolves into.
+    pub conn: Option<Arc<Connection>>,
 }
 
 type Res = Result<(), XdrError>;
 
 impl Service {
     /// A service over `table`.
-    pub fn new(table: Arc<ExportTable>) -> Service {
+    pub fn new(table: ExportTable) -> Service {
         Service {
             table,
             nfs_port: AtomicU16::new(0),
@@ -87,7 +92,7 @@ impl Service {
     }
 
     /// The export table served.
-    pub fn table(&self) -> &Arc<ExportTable> {
+    pub fn table(&self) -> &ExportTable {
         &self.table
     }
 
@@ -100,14 +105,33 @@ impl Service {
     ///
     /// The reply starts with four bytes of room for the record mark ([`rpc::finish_record`]).
     pub fn handle(&self, record: &[u8], addr: IpAddr) -> Option<Writer> {
-        self.dispatch(record, addr, None)
+        self.dispatch(record, addr, None, None)
+    }
+
+    /// [`Service::handle`] for a call that came on `conn`.
+    pub fn handle_on(&self, record: &[u8], conn: &Arc<Connection>) -> Option<Writer> {
+        self.dispatch(record, conn.peer().ip(), Some(conn), None)
     }
 
     /// Like [`Service::handle`], but a successful READ's data is left in the file
     /// ([`Reply::WithFile`]) for the caller to send from the page cache, not copied.
     pub fn handle_with_file(&self, record: &[u8], addr: IpAddr) -> Option<Reply> {
+        self.with_file(record, addr, None)
+    }
+
+    /// [`Service::handle_with_file`] for a call that came on `conn`.
+    pub fn handle_with_file_on(&self, record: &[u8], conn: &Arc<Connection>) -> Option<Reply> {
+        self.with_file(record, conn.peer().ip(), Some(conn))
+    }
+
+    fn with_file(
+        &self,
+        record: &[u8],
+        addr: IpAddr,
+        conn: Option<&Arc<Connection>>,
+    ) -> Option<Reply> {
         let mut file = None;
-        let w = self.dispatch(record, addr, Some(&mut file))?;
+        let w = self.dispatch(record, addr, conn, Some(&mut file))?;
         Some(match file {
             Some(data) => Reply::WithFile(w, data),
             None => Reply::Bytes(w),
@@ -118,6 +142,7 @@ impl Service {
         &self,
         record: &[u8],
         addr: IpAddr,
+        conn: Option<&Arc<Connection>>,
         file: Option<&mut Option<FileData>>,
     ) -> Option<Writer> {
         let call = match Call::parse(record) {
@@ -141,6 +166,7 @@ impl Service {
         let caller = Caller {
             addr,
             cred: call.cred.clone(),
+            conn: conn.cloned(),
         };
         let (xid, prog, vers, proc_) = (call.xid, call.prog, call.vers, call.proc_);
         let mut args = call.args;
@@ -177,8 +203,17 @@ impl Service {
         if !export.spec().allows(caller.addr) {
             return Err(NfsStat::ACCES);
         }
+        self.attach(&export, caller)?;
         let obj = export.resolve(&h)?;
         Ok((export, obj))
+    }
+
+    /// Records the caller's connection as a user of `export`; STALE if it was removed meanwhile.
+    fn attach(&self, export: &Arc<Export>, caller: &Caller) -> Result<(), NfsStat> {
+        match &caller.conn {
+            Some(conn) if !self.table.attach(export, conn) => Err(NfsStat::STALE),
+            _ => Ok(()),
+        }
     }
 
     fn nfs3(
@@ -842,6 +877,7 @@ impl Service {
         if !export.spec().allows(c.addr) {
             return Err(NfsStat::ACCES);
         }
+        self.attach(&export, c).map_err(|_| NfsStat::NOENT)?;
         let (h, st) = export.lookup_path(rest)?;
         if st.kind != Kind::Dir {
             return Err(NfsStat::NOTDIR);
@@ -1030,7 +1066,7 @@ mod tests {
     }
 
     fn service(dir: &std::path::Path, spec: &str) -> Service {
-        let table = Arc::new(ExportTable::new());
+        let table = ExportTable::new();
         table
             .add(&ExportConfig::parse_spec(&format!("{spec}={}:rw", dir.display())).unwrap())
             .unwrap();
@@ -1135,6 +1171,34 @@ mod tests {
         assert_eq!(status(s.handle(&getattr, ip).unwrap()), 0);
         assert!(s.table().remove("/jobs/1"));
         assert_eq!(status(s.handle(&getattr, ip).unwrap()), NfsStat::STALE.0);
+    }
+
+    #[test]
+    fn calls_on_a_connection_make_it_a_user_of_their_export() {
+        let d = tempfile::tempdir().unwrap();
+        let s = service(d.path(), "/a");
+        let root = s.table().all()[0].root_handle().encode();
+        let mut args = Writer::new();
+        args.opaque(&root);
+        let getattr = call(NFS_PROGRAM, 3, 1, &args.into_bytes());
+        let mut args = Writer::new();
+        args.opaque(b"/a");
+        let mnt = call(MOUNT_PROGRAM, 3, 1, &args.into_bytes());
+        let peer = "127.0.0.1:900".parse().unwrap();
+        let (by_handle, by_mount, listing) = (
+            Connection::new(peer),
+            Connection::new(peer),
+            Connection::new(peer),
+        );
+        s.handle_on(&getattr, &by_handle).unwrap();
+        s.handle_with_file_on(&mnt, &by_mount).unwrap();
+        s.handle_on(&call(MOUNT_PROGRAM, 3, 5, &[]), &listing)
+            .unwrap();
+        s.handle(&getattr, peer.ip()).unwrap();
+        assert_eq!(s.table().connections("/a"), Some(2));
+        assert!(s.table().remove("/a"));
+        assert!(by_handle.closed().is_cancelled() && by_mount.closed().is_cancelled());
+        assert!(!listing.closed().is_cancelled());
     }
 
     #[test]

@@ -15,13 +15,16 @@
 //! connections, calls waiting or running hold at most [`CALL_BUDGET_KIB`] of records, so many
 //! clients sending large WRITEs at once are slowed down rather than exhausting memory.
 //!
+//! Each connection is a [`Connection`] to the export table: when an export it used is removed
+//! (the rule is in [`super::conns`]), its socket is shut down as at shutdown, so the client
+//! has to reconnect, and then gets `NFS3ERR_STALE` for the removed export's handles.
+//!
 //! Shutdown: [`NfsServer::run`] stops accepting when its shutdown future completes, cancels every
 //! connection (shutting its socket down, so its thread's read returns) and waits up to
 //! [`SHUTDOWN_GRACE`] for them.
 
 use std::future::Future;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +35,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::config::NfsSettings;
+use super::conns::Connection;
 use super::exports::{ExportError, ExportTable};
 use super::proto::{FileData, Reply, Service, NFS_PROGRAM};
 use super::rpc::{self, RecordBuffer};
 use super::xdr::{self, Writer};
+use crate::error::ServerError;
 
 /// Calls of one connection executing at once.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -57,21 +62,26 @@ pub struct NfsServer {
 }
 
 impl NfsServer {
-    /// A server with the settings' exports in its table.
+    /// A server with the settings' exports in a new table.
     pub fn new(settings: NfsSettings) -> Result<NfsServer, ExportError> {
-        let table = Arc::new(ExportTable::new());
+        let table = ExportTable::new();
         for spec in settings.exports() {
             table.add_checked(spec.clone())?;
         }
-        Ok(NfsServer {
-            settings,
-            service: Arc::new(Service::new(table)),
-        })
+        Ok(NfsServer::with_table(settings, table))
     }
 
-    /// The export table: add and remove exports through it while the server runs.
-    pub fn exports(&self) -> Arc<ExportTable> {
-        Arc::clone(self.service.table())
+    /// A server for an existing table (the settings' own export list is not added).
+    pub fn with_table(settings: NfsSettings, table: ExportTable) -> NfsServer {
+        NfsServer {
+            settings,
+            service: Arc::new(Service::new(table)),
+        }
+    }
+
+    /// A handle on the export table: add and remove exports through it while the server runs.
+    pub fn table(&self) -> ExportTable {
+        self.service.table().clone()
     }
 
     /// The settings this server runs with.
@@ -80,11 +90,15 @@ impl NfsServer {
     }
 
     /// Binds the NFS/MOUNT listener to the configured address.
-    pub async fn bind(&self) -> io::Result<TcpListener> {
+    pub async fn bind(&self) -> Result<TcpListener, ServerError> {
         let addr = self.settings.listen();
         TcpListener::bind(addr)
             .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind nfs socket {addr}: {e}")))
+            .map_err(|error| ServerError::Bind {
+                server: "nfs",
+                addr,
+                error,
+            })
     }
 
     /// Serves NFS and MOUNT on `listener` (and portmap, if configured) until `shutdown`.
@@ -94,19 +108,26 @@ impl NfsServer {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
-    ) -> io::Result<()> {
-        let local = listener.local_addr()?;
+    ) -> Result<(), ServerError> {
+        let local = listener
+            .local_addr()
+            .map_err(ServerError::io("nfs: cannot read the listener's address"))?;
         self.service.set_nfs_port(local.port());
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         if let Some(addr) = self.settings.portmap() {
-            let udp = UdpSocket::bind(addr).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot bind portmap socket {addr}: {e}"))
-            })?;
-            let addr = udp.local_addr()?;
-            let tcp = TcpListener::bind(addr).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot bind portmap socket {addr}: {e}"))
-            })?;
+            let portmap = |addr| {
+                move |error| ServerError::Bind {
+                    server: "portmap",
+                    addr,
+                    error,
+                }
+            };
+            let udp = UdpSocket::bind(addr).await.map_err(portmap(addr))?;
+            let addr = udp.local_addr().map_err(ServerError::io(
+                "nfs: cannot read the portmap socket's address",
+            ))?;
+            let tcp = TcpListener::bind(addr).await.map_err(portmap(addr))?;
             tracing::info!("nfs: portmap listening on {addr}");
             tasks.spawn(serve_udp(udp, Arc::clone(&self.service), cancel.clone()));
             tasks.spawn(accept_loop(tcp, Arc::clone(&self.service), cancel.clone()));
@@ -155,7 +176,7 @@ async fn accept_loop(listener: TcpListener, service: Arc<Service>, cancel: Cance
                     conns.spawn(async move {
                         tokio::select! {
                             _ = cancel.cancelled() => {}
-                            r = serve_connection(stream, peer, service, budget) => {
+                            r = serve_connection(stream, Connection::new(peer), service, budget) => {
                                 if let Err(e) = r {
                                     tracing::debug!(client = %peer, "nfs: connection ended: {e}");
                                 }
@@ -174,14 +195,16 @@ async fn accept_loop(listener: TcpListener, service: Arc<Service>, cancel: Cance
     conns.shutdown().await;
 }
 
-/// Serves one TCP connection until EOF, error or a malformed stream.
+/// Serves one TCP connection until EOF, error, a malformed stream or the removal of an export
+/// it used.
 ///
 /// The connection's reads and its quick calls run on a thread of its own with a blocking socket
-/// ([`connection_thread`]); this future waits for that thread and, when it is dropped (server
-/// shutdown), shuts the socket down so the thread's blocking read returns at once.
+/// ([`connection_thread`]); this future waits for that thread and, when it returns early (an
+/// export removed) or is dropped (server shutdown), shuts the socket down so the thread's
+/// blocking read returns at once.
 async fn serve_connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    conn: Arc<Connection>,
     service: Arc<Service>,
     budget: Arc<Semaphore>,
 ) -> io::Result<()> {
@@ -199,12 +222,20 @@ async fn serve_connection(
     let _shutdown = ShutdownOnDrop(stream.try_clone()?);
     let runtime = tokio::runtime::Handle::current();
     let (done, finished) = tokio::sync::oneshot::channel();
+    let closed = conn.closed().clone();
+    let peer = conn.peer();
     std::thread::Builder::new()
         .name("nfs-conn".into())
         .spawn(move || {
-            let _ = done.send(connection_thread(stream, peer, service, budget, runtime));
+            let _ = done.send(connection_thread(stream, conn, service, budget, runtime));
         })?;
-    finished.await.unwrap_or(Ok(()))
+    tokio::select! {
+        r = finished => r.unwrap_or(Ok(())),
+        () = closed.cancelled() => {
+            tracing::info!(client = %peer, "nfs: closing connection: an export it used was removed");
+            Ok(())
+        }
+    }
 }
 
 /// The reply stream of a connection, shared by its thread and its calls on the blocking pool.
@@ -268,12 +299,13 @@ fn send_file_reply(sink: &ReplySink, head: Writer, data: FileData) -> io::Result
 /// budget; the thread waits for permits, so a client cannot queue more) and answer themselves.
 fn connection_thread(
     stream: std::net::TcpStream,
-    peer: SocketAddr,
+    conn: Arc<Connection>,
     service: Arc<Service>,
     budget: Arc<Semaphore>,
     runtime: tokio::runtime::Handle,
 ) -> io::Result<()> {
     use std::io::Read;
+    let peer = conn.peer();
     let sink: ReplySink = Arc::new(std::sync::Mutex::new(stream.try_clone()?));
     let mut rd = stream;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -304,7 +336,7 @@ fn connection_thread(
             };
             if is_quick(&record) {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    service.handle(&record, peer.ip())
+                    service.handle_on(&record, &conn)
                 }));
                 match reply {
                     Ok(Some(w)) => {
@@ -330,9 +362,10 @@ fn connection_thread(
             };
             let service = Arc::clone(&service);
             let sink = Arc::clone(&sink);
+            let conn = Arc::clone(&conn);
             runtime.spawn_blocking(move || {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    service.handle_with_file(&record, peer.ip())
+                    service.handle_with_file_on(&record, &conn)
                 }));
                 // A failed send means the client is gone; the reader sees it too.
                 match reply {
@@ -425,7 +458,7 @@ mod tests {
             ..NfsConfig::default()
         };
         let server = NfsServer::new(NfsSettings::try_from(config).unwrap()).unwrap();
-        let table = server.exports();
+        let table = server.table();
         let listener = server.bind().await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

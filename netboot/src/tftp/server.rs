@@ -37,6 +37,7 @@ use super::resolver::{DirResolver, Resolver};
 use super::sender;
 use super::transfer::{Outcome, ReadTransfer, Timing};
 use super::upload::{Upload, UploadDir};
+use crate::error::ServerError;
 
 /// How long shutdown waits for transfers to send their final ERROR.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -91,11 +92,15 @@ impl TftpServer {
     }
 
     /// Binds the request socket to the configured listen address.
-    pub async fn bind(&self) -> io::Result<UdpSocket> {
+    pub async fn bind(&self) -> Result<UdpSocket, ServerError> {
         let addr = self.shared.settings.listen();
         UdpSocket::bind(addr)
             .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind tftp socket {addr}: {e}")))
+            .map_err(|error| ServerError::Bind {
+                server: "tftp",
+                addr,
+                error,
+            })
     }
 
     /// Serves requests arriving on `socket` until `shutdown` completes.
@@ -105,8 +110,10 @@ impl TftpServer {
         self,
         socket: UdpSocket,
         shutdown: impl Future<Output = ()>,
-    ) -> io::Result<()> {
-        let local = socket.local_addr()?;
+    ) -> Result<(), ServerError> {
+        let local = socket
+            .local_addr()
+            .map_err(ServerError::io("tftp: cannot read the socket's address"))?;
         tracing::info!(
             "tftp: listening on {local} (root {})",
             self.shared.settings.root().display()
