@@ -10,13 +10,27 @@ use serde::de::DeserializeOwned;
 
 /// Deserializes section `name` of the YAML file at `path`.
 pub fn read_section<T: DeserializeOwned>(path: &Path, name: &str) -> anyhow::Result<T> {
+    optional_section(path, &read_doc(path)?, name)?
+        .with_context(|| format!("{}: no `{name}:` section", path.display()))
+}
+
+/// The whole YAML file at `path`, for a command that reads several sections of it.
+pub fn read_doc(path: &Path) -> anyhow::Result<serde_yaml_ng::Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read config file {}", path.display()))?;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{}: not valid YAML", path.display()))?;
-    let section = doc
-        .get(name)
-        .with_context(|| format!("{}: no `{name}:` section", path.display()))?;
-    serde_yaml_ng::from_value(section.clone())
-        .with_context(|| format!("{}: in section `{name}`", path.display()))
+    serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not valid YAML", path.display()))
+}
+
+/// Section `name` of `doc` (read from `path`), deserialized, if the file has it.
+pub fn optional_section<T: DeserializeOwned>(
+    path: &Path,
+    doc: &serde_yaml_ng::Value,
+    name: &str,
+) -> anyhow::Result<Option<T>> {
+    doc.get(name)
+        .map(|section| {
+            serde_yaml_ng::from_value(section.clone())
+                .with_context(|| format!("{}: in section `{name}`", path.display()))
+        })
+        .transpose()
 }

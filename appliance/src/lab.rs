@@ -53,29 +53,16 @@ pub struct LabConfig {
 impl LabConfig {
     /// Reads the whole file; unknown top-level sections of other commands are ignored.
     pub fn load(path: &Path) -> anyhow::Result<LabConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read config file {}", path.display()))?;
-        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("{}: not valid YAML", path.display()))?;
-        let mut config = LabConfig::default();
-        let get = |k: &str| doc.get(k).cloned();
-        macro_rules! section {
-            ($field:ident, $name:literal) => {
-                if let Some(v) = get($name) {
-                    config.$field =
-                        Some(serde_yaml_ng::from_value(v).with_context(|| {
-                            format!("{}: in section `{}`", path.display(), $name)
-                        })?);
-                }
-            };
-        }
-        section!(server_ip, "server_ip");
-        section!(tftp, "tftp");
-        section!(nbd, "nbd");
-        section!(nfs, "nfs");
-        section!(dhcp, "dhcp");
-        section!(board_script_arch, "board_script_arch");
-        Ok(config)
+        use crate::config_file::{optional_section, read_doc};
+        let doc = read_doc(path)?;
+        Ok(LabConfig {
+            server_ip: optional_section(path, &doc, "server_ip")?,
+            tftp: optional_section(path, &doc, "tftp")?,
+            nbd: optional_section(path, &doc, "nbd")?,
+            nfs: optional_section(path, &doc, "nfs")?,
+            dhcp: optional_section(path, &doc, "dhcp")?,
+            board_script_arch: optional_section(path, &doc, "board_script_arch")?,
+        })
     }
 }
 

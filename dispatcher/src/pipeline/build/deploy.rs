@@ -1,6 +1,6 @@
 //! `deploy` blocks: tftp, nbd, nfs and downloads, in LAVA's shapes.
 
-use super::{def, nothing, Builder};
+use super::{def, nothing, Builder, Def};
 use crate::error::{Error, Result};
 use crate::job::{Deploy, DeployTo};
 use crate::pipeline::Step;
@@ -60,16 +60,7 @@ impl Builder<'_> {
                     Some(blk),
                 );
                 let mut prep = a.children.remove(p);
-                self.child(
-                    &mut prep,
-                    def(
-                        "ExtractNfsRootfs",
-                        "extract-nfsrootfs",
-                        "unpack the nfsrootfs into the job's NFS export",
-                        Step::ExtractNfsRootfs,
-                    ),
-                    Some(blk),
-                );
+                self.child(&mut prep, extract_nfsrootfs(), Some(blk));
                 self.child(
                     &mut prep,
                     nothing(
@@ -88,27 +79,9 @@ impl Builder<'_> {
                     ),
                     Some(blk),
                 );
-                self.child(
-                    &mut prep,
-                    def(
-                        "ExtractModules",
-                        "extract-modules",
-                        "unpack the kernel modules into the root filesystem",
-                        Step::ExtractModules,
-                    ),
-                    Some(blk),
-                );
+                self.child(&mut prep, extract_modules(), Some(blk));
                 if with_tests {
-                    self.child(
-                        &mut prep,
-                        def(
-                            "ApplyOverlayTftp",
-                            "apply-overlay-tftp",
-                            "copy the overlay into the nfsrootfs",
-                            Step::ApplyOverlay,
-                        ),
-                        Some(blk),
-                    );
+                    self.child(&mut prep, apply_overlay(), Some(blk));
                 }
                 if d.kernel.as_ref().is_some_and(|k| k.kernel_type.is_some()) {
                     self.prepare_kernel(&mut prep, blk);
@@ -134,15 +107,7 @@ impl Builder<'_> {
                 );
                 a.children.insert(p, prep);
                 if self.any_test() {
-                    self.child(
-                        &mut a,
-                        nothing(
-                            "DeployDeviceEnvironment",
-                            "deploy-device-env",
-                            "no device environment file in labboot jobs",
-                        ),
-                        Some(blk),
-                    );
+                    self.child(&mut a, deploy_device_env(), Some(blk));
                 }
             }
             DeployTo::Nbd => {
@@ -185,47 +150,12 @@ impl Builder<'_> {
                 for art in [&d.nfsrootfs, &d.modules].into_iter().flatten() {
                     self.download(&mut a, &art.key, &art.url, blk);
                 }
-                self.child(
-                    &mut a,
-                    def(
-                        "ExtractNfsRootfs",
-                        "extract-nfsrootfs",
-                        "unpack the nfsrootfs into the job's NFS export",
-                        Step::ExtractNfsRootfs,
-                    ),
-                    Some(blk),
-                );
+                self.child(&mut a, extract_nfsrootfs(), Some(blk));
                 self.overlay(&mut a, blk, with_tests);
-                self.child(
-                    &mut a,
-                    def(
-                        "ExtractModules",
-                        "extract-modules",
-                        "unpack the kernel modules into the root filesystem",
-                        Step::ExtractModules,
-                    ),
-                    Some(blk),
-                );
-                self.child(
-                    &mut a,
-                    def(
-                        "ApplyOverlayTftp",
-                        "apply-overlay-tftp",
-                        "copy the overlay into the nfsrootfs",
-                        Step::ApplyOverlay,
-                    ),
-                    Some(blk),
-                );
+                self.child(&mut a, extract_modules(), Some(blk));
+                self.child(&mut a, apply_overlay(), Some(blk));
                 if self.any_test() {
-                    self.child(
-                        &mut a,
-                        nothing(
-                            "DeployDeviceEnvironment",
-                            "deploy-device-env",
-                            "no device environment file in labboot jobs",
-                        ),
-                        Some(blk),
-                    );
+                    self.child(&mut a, deploy_device_env(), Some(blk));
                 }
             }
             DeployTo::Downloads => {
@@ -237,4 +167,40 @@ impl Builder<'_> {
         self.top.insert(top, a);
         Ok(())
     }
+}
+
+/// Actions the tftp and nfs deploys share, as LAVA names them.
+fn extract_nfsrootfs() -> Def {
+    def(
+        "ExtractNfsRootfs",
+        "extract-nfsrootfs",
+        "unpack the nfsrootfs into the job's NFS export",
+        Step::ExtractNfsRootfs,
+    )
+}
+
+fn extract_modules() -> Def {
+    def(
+        "ExtractModules",
+        "extract-modules",
+        "unpack the kernel modules into the root filesystem",
+        Step::ExtractModules,
+    )
+}
+
+fn apply_overlay() -> Def {
+    def(
+        "ApplyOverlayTftp",
+        "apply-overlay-tftp",
+        "copy the overlay into the nfsrootfs",
+        Step::ApplyOverlay,
+    )
+}
+
+fn deploy_device_env() -> Def {
+    nothing(
+        "DeployDeviceEnvironment",
+        "deploy-device-env",
+        "no device environment file in labboot jobs",
+    )
 }
