@@ -45,6 +45,8 @@ pub enum Command {
     Image(cmd::image::ImageCommand),
     /// Run (or --validate) one LAVA test job on one board, with the servers it needs in-process.
     Dispatch(cmd::dispatch::DispatchArgs),
+    /// Run the appliance: every server, the board registry, the job queue and the HTTP API.
+    Serve(cmd::serve::ServeArgs),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code.
@@ -71,6 +73,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Nfs(a) => cmd::nfs::run(a),
         Command::Image(c) => cmd::image::run(c),
         Command::Dispatch(a) => cmd::dispatch::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     }
 }
 

@@ -80,10 +80,15 @@ type Jobs = Arc<Mutex<HashMap<String, (String, DirResolver)>>>;
 
 /// The running servers.
 pub struct Lab {
-    server_ip: IpAddr,
+    services: Arc<Services>,
     runtime: Option<tokio::runtime::Runtime>,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tasks: Vec<(&'static str, Task)>,
+}
+
+/// What jobs publish, shared with the running servers: the dispatcher's [`LabServices`].
+pub struct Services {
+    server_ip: IpAddr,
     scripts: Scripts,
     jobs: Jobs,
     nfs: Option<netboot::nfs::ExportTable>,
@@ -104,11 +109,45 @@ async fn shutdown(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// A board script for a board no job has given one: `None` when the hook has nothing to say
+/// (the default answer), `Some(Err(why))` to refuse it with a reason.
+pub type BoardScriptHook =
+    Arc<dyn Fn(&str, SocketAddr) -> Option<Result<String, String>> + Send + Sync>;
+
+/// What `labboot serve` adds to the servers a job needs.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Scripts of boards without a job's script (idle: the master; maintenance: the prompt).
+    pub board_script: Option<BoardScriptHook>,
+    /// A directory served read-only as `labboot/master/…`.
+    pub master_dir: Option<PathBuf>,
+    /// An image exported over NBD as `master`, copy-on-write per connection.
+    pub master_export: Option<PathBuf>,
+    /// Where DHCP publishes its lease events.
+    pub lease_events: Option<tokio::sync::broadcast::Sender<netboot::dhcp::LeaseEvent>>,
+}
+
+type Task = tokio::task::JoinHandle<anyhow::Result<()>>;
+
 impl Lab {
     /// Starts TFTP, plus NFS / NBD when the job needs them and DHCP when the config has it;
-    /// `spare_root` is the TFTP root when the config gives none.
+    /// `spare_root` is the TFTP root when the config gives none. The servers run on a runtime
+    /// of their own.
     pub fn start(config: LabConfig, needs: Needs, spare_root: &Path) -> anyhow::Result<Lab> {
         let runtime = crate::runtime::multi_thread()?;
+        let mut lab = runtime.block_on(Lab::spawn(config, needs, spare_root, Hooks::default()))?;
+        lab.runtime = Some(runtime);
+        Ok(lab)
+    }
+
+    /// Starts the servers as tasks of the current runtime (binding every socket before it
+    /// returns, so a port in use fails here); stop them with [`Lab::stop`].
+    pub async fn spawn(
+        config: LabConfig,
+        needs: Needs,
+        spare_root: &Path,
+        hooks: Hooks,
+    ) -> anyhow::Result<Lab> {
         let (stop, rx) = watch::channel(false);
         let scripts: Scripts = Arc::default();
         let jobs: Jobs = Arc::default();
@@ -130,25 +169,33 @@ impl Lab {
                 (!ip.is_unspecified()).then_some(ip)
             })
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let mut tasks = Vec::new();
+        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
 
         // TFTP, always.
         let settings = TftpSettings::try_from(tftp_config)?;
         let root = DirResolver::new(settings.root())
             .with_context(|| format!("cannot serve {}", settings.root().display()))?;
-        let (s2, j2) = (scripts.clone(), jobs.clone());
-        let resolver = VirtualResolver::new()
-            .with_generator(move |client, path| board_script(&s2, arch, client, path))
-            .with_generator(move |client, path| job_file(&j2, client, path))
-            .with_fallback(root);
+        let (s2, j2, hook) = (scripts.clone(), jobs.clone(), hooks.board_script.clone());
+        let mut resolver = VirtualResolver::new()
+            .with_generator(move |client, path| board_script(&s2, hook.as_ref(), arch, client, path))
+            .with_generator(move |client, path| job_file(&j2, client, path));
+        if let Some(dir) = &hooks.master_dir {
+            let master = DirResolver::new(dir)
+                .with_context(|| format!("cannot serve the master {}", dir.display()))?;
+            resolver = resolver.with_generator(move |client, path| master_file(&master, client, path));
+        }
+        let resolver = resolver.with_fallback(root);
         let tftp = TftpServer::new(settings, resolver)?;
-        let socket = runtime.block_on(tftp.bind())?;
+        let socket = tftp.bind().await?;
         tracing::info!(addr = %socket.local_addr()?, "tftp: listening");
         let r = rx.clone();
-        tasks.push(runtime.spawn(async move {
-            tftp.run(socket, shutdown(r)).await?;
-            Ok(())
-        }));
+        tasks.push((
+            "tftp",
+            tokio::spawn(async move {
+                tftp.run(socket, shutdown(r)).await?;
+                Ok(())
+            }),
+        ));
 
         // NFS, for an nfsrootfs.
         let mut nfs_table = None;
@@ -159,29 +206,40 @@ impl Lab {
             }
             let server = NfsServer::new(NfsSettings::try_from(c)?)?;
             nfs_table = Some(server.table());
-            let listener = runtime.block_on(server.bind())?;
+            let listener = server.bind().await?;
             tracing::info!(addr = %listener.local_addr()?, "nfs: listening");
             let r = rx.clone();
-            tasks.push(runtime.spawn(async move {
-                server.run(listener, shutdown(r)).await?;
-                Ok(())
-            }));
+            tasks.push((
+                "nfs",
+                tokio::spawn(async move {
+                    server.run(listener, shutdown(r)).await?;
+                    Ok(())
+                }),
+            ));
         }
 
-        // NBD, for an nbdroot.
+        // NBD, for an nbdroot (and the master).
         let mut nbd = None;
-        if needs.nbd {
+        if needs.nbd || hooks.master_export.is_some() {
             let c = config.nbd.clone().unwrap_or_default();
             let server = NbdServer::new(NbdSettings::try_from(c)?)?;
-            let listener = runtime.block_on(server.bind())?;
+            if let Some(image) = &hooks.master_export {
+                let export = Export::open("master", image, ExportMode::CopyOnWrite)
+                    .with_context(|| format!("nbd: cannot export the master {}", image.display()))?;
+                server.table().add(export).context("nbd: export master")?;
+            }
+            let listener = server.bind().await?;
             let port = listener.local_addr()?.port();
             tracing::info!(addr = %listener.local_addr()?, "nbd: listening");
             nbd = Some((server.table(), port));
             let r = rx.clone();
-            tasks.push(runtime.spawn(async move {
-                server.run(listener, shutdown(r)).await?;
-                Ok(())
-            }));
+            tasks.push((
+                "nbd",
+                tokio::spawn(async move {
+                    server.run(listener, shutdown(r)).await?;
+                    Ok(())
+                }),
+            ));
         }
 
         // DHCP, when the lab config has a dhcp: section.
@@ -189,22 +247,79 @@ impl Lab {
             let settings = DhcpSettings::try_from(d)?;
             tracing::info!(interface = settings.interface(), "dhcp: starting");
             let r = rx.clone();
-            tasks.push(runtime.spawn(async move {
-                netboot::dhcp::serve(settings, shutdown(r)).await?;
-                Ok(())
-            }));
+            let events = hooks.lease_events.clone();
+            tasks.push((
+                "dhcp",
+                tokio::spawn(async move {
+                    match events {
+                        Some(tx) => netboot::dhcp::serve_with_events(settings, shutdown(r), tx).await?,
+                        None => netboot::dhcp::serve(settings, shutdown(r)).await?,
+                    }
+                    Ok(())
+                }),
+            ));
         }
         Ok(Lab {
-            server_ip,
-            runtime: Some(runtime),
+            services: Arc::new(Services {
+                server_ip,
+                scripts,
+                jobs,
+                nfs: nfs_table,
+                nbd,
+                owned: Mutex::new(Vec::new()),
+            }),
+            runtime: None,
             stop,
             tasks,
-            scripts,
-            jobs,
-            nfs: nfs_table,
-            nbd,
-            owned: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The NBD port, when NBD runs.
+    pub fn nbd_port(&self) -> Option<u16> {
+        self.services.nbd.as_ref().map(|(_, p)| *p)
+    }
+
+    /// The seam jobs publish through (shared with the servers).
+    pub fn services(&self) -> Arc<Services> {
+        Arc::clone(&self.services)
+    }
+
+    /// Waits until a server stops on its own (an error, or a panic); its name and error.
+    pub async fn failed(&mut self) -> anyhow::Error {
+        use std::future::Future;
+        use std::task::Poll;
+        let (i, res) = std::future::poll_fn(|cx| {
+            for (i, (_, t)) in self.tasks.iter_mut().enumerate() {
+                if let Poll::Ready(r) = std::pin::Pin::new(t).poll(cx) {
+                    return Poll::Ready((i, r));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let (name, _) = self.tasks.remove(i);
+        match res {
+            Ok(Ok(())) => anyhow::anyhow!("{name}: the server stopped"),
+            Ok(Err(e)) => e.context(format!("{name} server")),
+            Err(e) => anyhow::anyhow!("{name}: the server task failed: {e}"),
+        }
+    }
+
+    /// Stops every server and waits for them (their connections included); the first error.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut first = None;
+        for (name, t) in self.tasks.drain(..) {
+            let r = match t.await {
+                Ok(r) => r.map_err(|e| e.context(format!("{name} server"))),
+                Err(e) => Err(anyhow::anyhow!("{name}: the server task failed: {e}")),
+            };
+            if let Err(e) = r {
+                tracing::error!("{e:#}");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -212,10 +327,10 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(rt) = self.runtime.take() {
-            for t in self.tasks.drain(..) {
+            for (name, t) in self.tasks.drain(..) {
                 match rt.block_on(t) {
-                    Ok(Err(e)) => tracing::error!("server: {e:#}"),
-                    Err(e) => tracing::error!("server task: {e}"),
+                    Ok(Err(e)) => tracing::error!("{name} server: {e:#}"),
+                    Err(e) => tracing::error!("{name} server task: {e}"),
                     Ok(Ok(())) => {}
                 }
             }
@@ -226,6 +341,7 @@ impl Drop for Lab {
 
 fn board_script(
     scripts: &Scripts,
+    hook: Option<&BoardScriptHook>,
     arch: Arch,
     client: SocketAddr,
     path: &RequestPath,
@@ -235,12 +351,22 @@ fn board_script(
         return None;
     };
     let text = scripts.lock().ok()?.get(*board).cloned();
-    let Some(text) = text else {
-        return Some(Err(TftpError::not_found(format!(
-            "no boot script for board {board}: no job is booting it"
-        ))));
+    let text = match (text, hook) {
+        (Some(t), _) => {
+            tracing::info!(board = *board, %client, "tftp: serving the job's boot script");
+            t
+        }
+        (None, Some(hook)) => match hook(board, client) {
+            Some(Ok(t)) => t,
+            Some(Err(why)) => return Some(Err(TftpError::not_found(why))),
+            None => return Some(Err(TftpError::not_found(format!("no boot script for board {board}")))),
+        },
+        (None, None) => {
+            return Some(Err(TftpError::not_found(format!(
+                "no boot script for board {board}: no job is booting it"
+            ))))
+        }
     };
-    tracing::info!(board = *board, %client, "tftp: serving the job's boot script");
     let spec = ScriptSpec {
         arch,
         name: format!("labboot {board}").chars().take(32).collect(),
@@ -251,6 +377,15 @@ fn board_script(
             .map(Content::from_bytes)
             .map_err(|e| TftpError::not_found(format!("boot script of {board}: {e}"))),
     )
+}
+
+fn master_file(
+    master: &DirResolver,
+    client: SocketAddr,
+    path: &RequestPath,
+) -> Option<Result<Content, TftpError>> {
+    let rest = path.as_str().trim_start_matches('/').strip_prefix("labboot/master/")?;
+    Some(RequestPath::parse(rest).and_then(|p| master.open(client, &p)))
 }
 
 fn job_file(
@@ -270,7 +405,7 @@ fn err(e: impl std::fmt::Display) -> dispatcher::Error {
     dispatcher::Error::infra(e.to_string())
 }
 
-impl LabServices for Lab {
+impl LabServices for Services {
     fn server_ip(&self) -> IpAddr {
         self.server_ip
     }

@@ -10,4 +10,6 @@ pub mod config_file;
 pub mod fsutil;
 pub mod lab;
 pub mod runtime;
+pub mod serve;
 pub mod shutdown;
+pub mod store;

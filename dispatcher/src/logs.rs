@@ -77,6 +77,7 @@ impl Level {
 struct Inner {
     file: Option<File>,
     sink: Option<Box<dyn Write + Send>>,
+    records: Option<Box<dyn Write + Send>>,
     lines: u64,
     secrets: Vec<String>,
     error: Option<String>,
@@ -116,6 +117,7 @@ impl LogWriter {
             inner: Arc::new(Mutex::new(Inner {
                 file,
                 sink: None,
+                records: None,
                 lines: 0,
                 secrets: Vec::new(),
                 error: None,
@@ -126,6 +128,13 @@ impl LogWriter {
     /// Mirrors every record, in the human format, to `sink` (e.g. stdout).
     pub fn with_sink(self, sink: Box<dyn Write + Send>) -> LogWriter {
         self.lock().sink = Some(sink);
+        self
+    }
+
+    /// Copies every record, in the `logs.yaml` format (one line each), to `records` as well
+    /// (the appliance's database).
+    pub fn with_records(self, records: Box<dyn Write + Send>) -> LogWriter {
+        self.lock().records = Some(records);
         self
     }
 
@@ -245,8 +254,15 @@ impl LogWriter {
         }
         inner.lines += 1;
         let Inner {
-            file, sink, error, ..
+            file,
+            sink,
+            records,
+            error,
+            ..
         } = &mut *inner;
+        if let Some(r) = records {
+            let _ = r.write_all(line.as_bytes()).and_then(|_| r.flush());
+        }
         if let Some(f) = file {
             if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.flush()) {
                 error.get_or_insert_with(|| format!("write the job log: {e}"));

@@ -176,7 +176,8 @@ pub fn check_board_id(board_id: &str) -> Result<(), IdentityError> {
     Ok(())
 }
 
-fn normalise_mac(mac: &str) -> Result<String, IdentityError> {
+/// A MAC as `aa:bb:cc:dd:ee:ff` (lower case), or why it is not a unicast MAC.
+pub fn normalise_mac(mac: &str) -> Result<String, IdentityError> {
     let bytes: Vec<u8> = mac
         .split(':')
         .map(|part| {

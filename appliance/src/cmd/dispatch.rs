@@ -159,7 +159,7 @@ pub fn run(args: DispatchArgs) -> anyhow::Result<()> {
     let env = RunEnv {
         job_id: job_id(&args),
         output_dir: args.output_dir.clone(),
-        services: Arc::new(lab),
+        services: lab.services(),
         cancel,
         log: log.clone(),
         progress_bar: std::io::stdout().is_terminal(),
@@ -174,6 +174,7 @@ pub fn run(args: DispatchArgs) -> anyhow::Result<()> {
     ));
     let outcome = run::run(&job, &dev, &pipeline, &env);
     drop(env);
+    drop(lab);
     outcome
         .results
         .write(&args.output_dir.join("results.yaml"))

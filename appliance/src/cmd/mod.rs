@@ -6,5 +6,6 @@ pub mod image;
 pub mod nbd;
 pub mod nfs;
 pub mod sdcard;
+pub mod serve;
 pub mod tftp;
 pub mod uboot;

@@ -1,0 +1,399 @@
+//! `appliance.yaml`: everything `labboot serve` runs from, checked at start.
+//!
+//! The servers' sections (`dhcp:`, `tftp:`, `nbd:`, `nfs:`) keep the meaning they have for
+//! `labboot dhcp|tftp|nbd|nfs --config`; the appliance adds the state directory, the database,
+//! the HTTP API, the master image, the agent's timing and the boards. Every error is one line
+//! naming the file and the field.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use netboot::dhcp::DhcpConfig;
+use netboot::nbd::NbdConfig;
+use netboot::nfs::NfsConfig;
+use netboot::tftp::TftpConfig;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// The address boards reach the appliance at (default: `dhcp.server_ip`).
+    #[serde(default)]
+    pub server_ip: Option<IpAddr>,
+    /// Database, job outputs, TFTP root of jobs (default `/var/lib/labboot`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// `sqlite:FILE` (relative to `state_dir`; default `sqlite:labboot.db`).
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The HTTP API.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The master image idle boards boot.
+    #[serde(default)]
+    pub master: MasterConfig,
+    /// The boards' agent.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Device-type templates for the boards' dictionaries (default: labboot's own).
+    #[serde(default)]
+    pub device_types: Option<PathBuf>,
+    /// The lab's boards.
+    #[serde(default)]
+    pub boards: Vec<BoardConfig>,
+    /// Architecture stamped on the rendered boot scripts (default arm64).
+    #[serde(default)]
+    pub board_script_arch: Option<String>,
+    /// `dhcp:` (DHCP runs only when present).
+    #[serde(default)]
+    pub dhcp: Option<DhcpConfig>,
+    /// `tftp:` (default: port 69 on all addresses, root `STATE_DIR/tftp`).
+    #[serde(default)]
+    pub tftp: Option<TftpConfig>,
+    /// `nbd:` (default: port 10809 on all addresses).
+    #[serde(default)]
+    pub nbd: Option<NbdConfig>,
+    /// `nfs:` (default: port 2049 on all addresses, portmap on 111).
+    #[serde(default)]
+    pub nfs: Option<NfsConfig>,
+}
+
+/// `http:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port of the API (default 127.0.0.1:8080).
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// Bearer tokens of people and scripts (at least one).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// `master:`: the outputs of `labboot image build`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// The build's output directory (default `STATE_DIR/master`).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Kernel, relative to `dir` (default `vmlinuz`).
+    #[serde(default = "default_kernel")]
+    pub kernel: PathBuf,
+    /// Initrd, relative to `dir` (default `initrd.cpio.gz`).
+    #[serde(default = "default_initrd")]
+    pub initrd: PathBuf,
+    /// Device tree, relative to `dir` (default: the board's own, `${fdtcontroladdr}`).
+    #[serde(default)]
+    pub dtb: Option<PathBuf>,
+    /// Root image exported over NBD (copy-on-write per board), relative to `dir`
+    /// (default `rootfs.squashfs`).
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+    /// Kernel arguments before labboot's own (default `console=ttyAMA0 quiet cryptomgr.notests`).
+    #[serde(default = "default_bootargs")]
+    pub bootargs: String,
+    /// U-Boot's boot command for the kernel (default `booti`; `bootz` for 32-bit ARM).
+    #[serde(default = "default_boot_command")]
+    pub boot_command: String,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            dir: None,
+            kernel: default_kernel(),
+            initrd: default_initrd(),
+            dtb: None,
+            root: default_root(),
+            bootargs: default_bootargs(),
+            boot_command: default_boot_command(),
+        }
+    }
+}
+
+/// `agent:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Approve boards that check in with an unknown identity (default false: they wait).
+    #[serde(default)]
+    pub accept_unknown: bool,
+    /// Seconds a board may take to check in after a master boot before it is offline
+    /// (default 300).
+    #[serde(default = "default_checkin_timeout")]
+    pub checkin_timeout: u64,
+    /// Seconds a poll waits for work before answering 204 (default 25, at most 30).
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Seconds between the agent's check-ins (default 30; put on the kernel command line).
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            accept_unknown: false,
+            checkin_timeout: default_checkin_timeout(),
+            poll_seconds: default_poll_seconds(),
+            interval: default_interval(),
+        }
+    }
+}
+
+/// One board in `boards:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardConfig {
+    /// The identity on its card (`labboot sdcard --board-id`).
+    pub id: String,
+    /// The `board_token` on its card.
+    pub token: String,
+    /// Its device dictionary (`{% extends … %}`) or rendered device YAML.
+    pub device: PathBuf,
+    /// The MAC expected (informational; boards are known by identity).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// How to power it (default: the device's power commands).
+    #[serde(default)]
+    pub power: Option<PowerConfig>,
+}
+
+/// A board's power driver: `commands:` or `usb:` (default: the device's power commands).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerConfig {
+    /// Shell commands (a virtual QEMU board's scripts, a PDU's client).
+    #[serde(default)]
+    pub commands: Option<PowerCommands>,
+    /// A USB power switch: one ASCII digit written to a tty.
+    #[serde(default)]
+    pub usb: Option<UsbSwitch>,
+}
+
+/// `power.commands`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerCommands {
+    /// Power on.
+    pub on: String,
+    /// Power off.
+    pub off: String,
+    /// Power cycle (default: off, then on).
+    #[serde(default)]
+    pub reset: Option<String>,
+}
+
+/// `power.usb`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbSwitch {
+    /// The switch's tty.
+    pub tty: PathBuf,
+    /// The digit that powers on (default `1`).
+    #[serde(default = "default_on_digit")]
+    pub on: char,
+    /// The digit that powers off (default `0`).
+    #[serde(default = "default_off_digit")]
+    pub off: char,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/labboot")
+}
+fn default_database() -> String {
+    "sqlite:labboot.db".into()
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_kernel() -> PathBuf {
+    "vmlinuz".into()
+}
+fn default_initrd() -> PathBuf {
+    "initrd.cpio.gz".into()
+}
+fn default_root() -> PathBuf {
+    "rootfs.squashfs".into()
+}
+fn default_bootargs() -> String {
+    "console=ttyAMA0 quiet cryptomgr.notests".into()
+}
+fn default_boot_command() -> String {
+    "booti".into()
+}
+fn default_checkin_timeout() -> u64 {
+    300
+}
+fn default_poll_seconds() -> u64 {
+    25
+}
+fn default_interval() -> u64 {
+    30
+}
+fn default_on_digit() -> char {
+    '1'
+}
+fn default_off_digit() -> char {
+    '0'
+}
+
+impl ApplianceConfig {
+    /// Reads and checks `path`; relative paths in it are taken from the file's directory.
+    pub fn load(path: &Path) -> anyhow::Result<ApplianceConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut c: ApplianceConfig = serde_yaml_ng::from_str(&text)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.resolve_paths(base);
+        c.check().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.state_dir);
+        if let Some(d) = self.master.dir.as_mut() {
+            abs(d);
+        }
+        if let Some(d) = self.device_types.as_mut() {
+            abs(d);
+        }
+        for b in &mut self.boards {
+            abs(&mut b.device);
+        }
+    }
+
+    /// Field checks that serde cannot make.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.http.tokens.is_empty() {
+            bail!("http.tokens: give at least one API token");
+        }
+        for (i, t) in self.http.tokens.iter().enumerate() {
+            if t.len() < 8 || !t.chars().all(|c| c.is_ascii_graphic()) {
+                bail!("http.tokens[{i}]: a token is 8 or more printable ASCII characters");
+            }
+        }
+        if !(1..=30).contains(&self.agent.poll_seconds) {
+            bail!("agent.poll_seconds: between 1 and 30");
+        }
+        if self.agent.checkin_timeout == 0 {
+            bail!("agent.checkin_timeout: more than 0 seconds");
+        }
+        if let Some(url) = self.database.strip_prefix("sqlite:") {
+            if url.is_empty() {
+                bail!("database: sqlite: needs a file name");
+            }
+        } else if !self.database.starts_with("postgres") {
+            bail!(
+                "database: '{}' is neither sqlite:FILE nor a postgresql:// URL",
+                self.database
+            );
+        }
+        if self.server_ip.is_none() && self.dhcp.is_none() {
+            bail!("server_ip: give the address boards reach this host at (or a dhcp: section)");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, b) in self.boards.iter().enumerate() {
+            uboot_scripts::bootstrap::check_board_id(&b.id)
+                .map_err(|e| anyhow!("boards[{i}].id: {e}"))?;
+            if !seen.insert(b.id.as_str()) {
+                bail!("boards[{i}].id: board '{}' is listed twice", b.id);
+            }
+            if b.token.is_empty() || b.token.contains(char::is_whitespace) {
+                bail!("boards[{i}].token: a token without spaces, as on the card");
+            }
+            if let Some(mac) = &b.mac {
+                uboot_scripts::bootstrap::normalise_mac(mac)
+                    .map_err(|e| anyhow!("boards[{i}].mac: {e}"))?;
+            }
+            if let Some(p) = &b.power {
+                if p.commands.is_some() == p.usb.is_some() {
+                    bail!("boards[{i}].power: give either commands: or usb:");
+                }
+                if let Some(u) = &p.usb {
+                    if !u.on.is_ascii_digit() || !u.off.is_ascii_digit() {
+                        bail!("boards[{i}].power.usb: on and off are single digits");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The address boards reach the appliance at.
+    pub fn server_ip(&self) -> IpAddr {
+        self.server_ip
+            .or(self.dhcp.as_ref().map(|d| IpAddr::V4(d.server_ip)))
+            .expect("checked at load")
+    }
+
+    /// The master's directory.
+    pub fn master_dir(&self) -> PathBuf {
+        self.master
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("master"))
+    }
+
+    /// Seconds → Duration of `agent.poll_seconds`.
+    pub fn poll_timeout(&self) -> Duration {
+        Duration::from_secs(self.agent.poll_seconds)
+    }
+
+    /// Checks what `--check` checks beyond the fields: the master's files and the boards'
+    /// devices exist. Every problem, one per line.
+    pub fn check_files(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let dir = self.master_dir();
+        let mut files = vec![
+            ("master.kernel", &self.master.kernel),
+            ("master.initrd", &self.master.initrd),
+            ("master.root", &self.master.root),
+        ];
+        if let Some(d) = &self.master.dtb {
+            files.push(("master.dtb", d));
+        }
+        for (field, f) in files {
+            let p = dir.join(f);
+            if !p.is_file() {
+                problems.push(format!("{field}: {} does not exist", p.display()));
+            }
+        }
+        for (i, b) in self.boards.iter().enumerate() {
+            if !b.device.is_file() {
+                problems.push(format!(
+                    "boards[{i}].device: {} does not exist",
+                    b.device.display()
+                ));
+            }
+            if let Some(tty) = b.power.as_ref().and_then(|p| p.usb.as_ref()).map(|u| &u.tty) {
+                if !tty.exists() {
+                    problems.push(format!(
+                        "boards[{i}].power.usb.tty: {} does not exist",
+                        tty.display()
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
