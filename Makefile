@@ -9,10 +9,10 @@ setup:
 build: setup
 	$(CARGO) build --workspace
 
-# The demo: a virtual board (QEMU arm64 + U-Boot) boots a labboot SD card, gets an address from
-# labboot dhcp and runs the board script labboot tftp renders for it, in a private namespace.
+# The demo: `labboot serve` and a virtual QEMU arm64 board in a private namespace; the board
+# netboots the master, its agent checks in, a LAVA job runs through the API (JOB=, OUT=, KEEP=1).
 demo: setup
-	@bash scripts/demo.sh
+	@JOB="$(JOB)" OUT="$(OUT)" KEEP="$(KEEP)" bash scripts/demo.sh
 
 # Every test, the virtual-lab ones included (they need root, QEMU and U-Boot: setup installs them).
 test: setup

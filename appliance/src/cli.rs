@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::ApiArgs;
 use crate::cmd;
 
 /// labboot: a netboot appliance for board test labs.
@@ -47,6 +48,20 @@ pub enum Command {
     Dispatch(cmd::dispatch::DispatchArgs),
     /// Run the appliance: every server, the board registry, the job queue and the HTTP API.
     Serve(cmd::serve::ServeArgs),
+    /// Jobs on a running appliance: submit, list, show, follow logs, cancel.
+    Job {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: cmd::job::JobCommand,
+    },
+    /// Boards of a running appliance: list, show, approve, power, maintenance.
+    Board {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: cmd::board::BoardCommand,
+    },
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code.
@@ -74,6 +89,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Image(c) => cmd::image::run(c),
         Command::Dispatch(a) => cmd::dispatch::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Job { api, command } => cmd::job::run(api, command),
+        Command::Board { api, command } => cmd::board::run(api, command),
     }
 }
 

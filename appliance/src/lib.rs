@@ -5,6 +5,7 @@
 
 pub mod boardscript;
 pub mod cli;
+pub mod client;
 pub mod cmd;
 pub mod config_file;
 pub mod fsutil;

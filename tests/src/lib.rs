@@ -12,8 +12,10 @@
 //!
 //! Every resource a test creates is released in `Drop`, so a failing or panicking test cleans up.
 
+pub mod appliance;
 pub mod binary;
 pub mod console;
+pub mod demo;
 pub mod dispatch;
 pub mod lab_board;
 pub mod master;

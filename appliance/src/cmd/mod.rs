@@ -1,8 +1,10 @@
 //! One module per `labboot` subcommand: its clap arguments and its `run`.
 
+pub mod board;
 pub mod dhcp;
 pub mod dispatch;
 pub mod image;
+pub mod job;
 pub mod nbd;
 pub mod nfs;
 pub mod sdcard;

@@ -280,6 +280,12 @@ impl ApplianceConfig {
         for b in &mut self.boards {
             abs(&mut b.device);
         }
+        if let Some(t) = self.tftp.as_mut() {
+            abs(&mut t.root);
+        }
+        if let Some(f) = self.dhcp.as_mut().and_then(|d| d.lease_file.as_mut()) {
+            abs(f);
+        }
     }
 
     /// Field checks that serde cannot make.
