@@ -177,12 +177,15 @@ impl Lab {
             .with_context(|| format!("cannot serve {}", settings.root().display()))?;
         let (s2, j2, hook) = (scripts.clone(), jobs.clone(), hooks.board_script.clone());
         let mut resolver = VirtualResolver::new()
-            .with_generator(move |client, path| board_script(&s2, hook.as_ref(), arch, client, path))
+            .with_generator(move |client, path| {
+                board_script(&s2, hook.as_ref(), arch, client, path)
+            })
             .with_generator(move |client, path| job_file(&j2, client, path));
         if let Some(dir) = &hooks.master_dir {
             let master = DirResolver::new(dir)
                 .with_context(|| format!("cannot serve the master {}", dir.display()))?;
-            resolver = resolver.with_generator(move |client, path| master_file(&master, client, path));
+            resolver =
+                resolver.with_generator(move |client, path| master_file(&master, client, path));
         }
         let resolver = resolver.with_fallback(root);
         let tftp = TftpServer::new(settings, resolver)?;
@@ -224,8 +227,10 @@ impl Lab {
             let c = config.nbd.clone().unwrap_or_default();
             let server = NbdServer::new(NbdSettings::try_from(c)?)?;
             if let Some(image) = &hooks.master_export {
-                let export = Export::open("master", image, ExportMode::CopyOnWrite)
-                    .with_context(|| format!("nbd: cannot export the master {}", image.display()))?;
+                let export =
+                    Export::open("master", image, ExportMode::CopyOnWrite).with_context(|| {
+                        format!("nbd: cannot export the master {}", image.display())
+                    })?;
                 server.table().add(export).context("nbd: export master")?;
             }
             let listener = server.bind().await?;
@@ -252,7 +257,9 @@ impl Lab {
                 "dhcp",
                 tokio::spawn(async move {
                     match events {
-                        Some(tx) => netboot::dhcp::serve_with_events(settings, shutdown(r), tx).await?,
+                        Some(tx) => {
+                            netboot::dhcp::serve_with_events(settings, shutdown(r), tx).await?
+                        }
                         None => netboot::dhcp::serve(settings, shutdown(r)).await?,
                     }
                     Ok(())
@@ -359,7 +366,11 @@ fn board_script(
         (None, Some(hook)) => match hook(board, client) {
             Some(Ok(t)) => t,
             Some(Err(why)) => return Some(Err(TftpError::not_found(why))),
-            None => return Some(Err(TftpError::not_found(format!("no boot script for board {board}")))),
+            None => {
+                return Some(Err(TftpError::not_found(format!(
+                    "no boot script for board {board}"
+                ))))
+            }
         },
         (None, None) => {
             return Some(Err(TftpError::not_found(format!(
@@ -384,7 +395,10 @@ fn master_file(
     client: SocketAddr,
     path: &RequestPath,
 ) -> Option<Result<Content, TftpError>> {
-    let rest = path.as_str().trim_start_matches('/').strip_prefix("labboot/master/")?;
+    let rest = path
+        .as_str()
+        .trim_start_matches('/')
+        .strip_prefix("labboot/master/")?;
     Some(RequestPath::parse(rest).and_then(|p| master.open(client, &p)))
 }
 

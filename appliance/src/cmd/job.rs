@@ -851,7 +851,7 @@ mod client_tests {
         let err = execute(&client, &mut out, false, cmd).unwrap_err();
         assert_eq!(
             format!("{err:#}"),
-            r#"POST /api/v1/jobs: 400: job.yaml:12: actions[0].deploy.to: unknown method "usb""#
+            r#"POST /api/v1/jobs?file=smoke.yaml: 400: job.yaml:12: actions[0].deploy.to: unknown method "usb""#
         );
         let cmd = JobCommand::Submit {
             wait: false,

@@ -42,8 +42,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn check_devices(config: &ApplianceConfig) -> anyhow::Result<()> {
     for (i, b) in config.boards.iter().enumerate() {
         if b.device.is_file() {
-            dispatcher::device::load_device(&b.device, config.device_types.as_deref(), &Default::default())
-                .map_err(|e| anyhow::anyhow!("boards[{i}].device: {e}"))?;
+            dispatcher::device::load_device(
+                &b.device,
+                config.device_types.as_deref(),
+                &Default::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("boards[{i}].device: {e}"))?;
         }
     }
     Ok(())

@@ -256,8 +256,8 @@ impl ApplianceConfig {
     pub fn load(path: &Path) -> anyhow::Result<ApplianceConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut c: ApplianceConfig = serde_yaml_ng::from_str(&text)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mut c: ApplianceConfig =
+            serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve_paths(base);
         c.check().map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -391,7 +391,12 @@ impl ApplianceConfig {
                     b.device.display()
                 ));
             }
-            if let Some(tty) = b.power.as_ref().and_then(|p| p.usb.as_ref()).map(|u| &u.tty) {
+            if let Some(tty) = b
+                .power
+                .as_ref()
+                .and_then(|p| p.usb.as_ref())
+                .map(|u| &u.tty)
+            {
                 if !tty.exists() {
                     problems.push(format!(
                         "boards[{i}].power.usb.tty: {} does not exist",

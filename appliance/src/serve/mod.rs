@@ -88,9 +88,8 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
     let jobs_dir = config.state_dir.join("jobs");
     std::fs::create_dir_all(&jobs_dir)
         .with_context(|| format!("cannot create {}", jobs_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::from(
-        store::open(&config.database, &config.state_dir).map_err(|e| anyhow!("{e}"))?,
-    );
+    let store: Arc<dyn Store> =
+        Arc::from(store::open(&config.database, &config.state_dir).map_err(|e| anyhow!("{e}"))?);
     let registry = Arc::new(Registry::load(&config, Arc::clone(&store))?);
 
     // The servers, with the registry's boot scripts and the master.
@@ -150,7 +149,11 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(Arc::clone(&app), cancel.clone()));
     tasks.spawn(registry::sweep(Arc::clone(&app), cancel.clone()));
-    tasks.spawn(registry::follow_leases(Arc::clone(&app), lease_rx, cancel.clone()));
+    tasks.spawn(registry::follow_leases(
+        Arc::clone(&app),
+        lease_rx,
+        cancel.clone(),
+    ));
     let router = api::router(Arc::clone(&app));
     let http_cancel = cancel.clone();
     let http = tokio::spawn(async move {
@@ -158,8 +161,8 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await
+        .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+        .await
     });
 
     let signal = crate::shutdown::on_signal()?;
@@ -167,7 +170,8 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
         () = signal => Ok(()),
         e = lab.failed() => Err(e),
     };
-    app.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    app.stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     cancel.cancel();
     runner::cancel_all(&app);
     runner::wait_all(&app).await;

@@ -197,6 +197,10 @@ mod tests {
         };
         let e = bad.run(PowerAction::On).unwrap_err().to_string();
         assert!(e.contains("exit 3") && e.contains("nope"), "{e}");
-        assert!(bad.run(PowerAction::Off).unwrap_err().to_string().contains("no power-off"));
+        assert!(bad
+            .run(PowerAction::Off)
+            .unwrap_err()
+            .to_string()
+            .contains("no power-off"));
     }
 }

@@ -194,7 +194,10 @@ impl Registry {
             .get(id)
             .ok_or_else(|| anyhow!("board {id} is not in the config: no power control"))?;
         let dev = self.device(id, &Default::default()).ok();
-        Ok(PowerDriver::for_board(c.config.power.as_ref(), dev.as_ref()))
+        Ok(PowerDriver::for_board(
+            c.config.power.as_ref(),
+            dev.as_ref(),
+        ))
     }
 
     /// Runs a power action on a board (blocking) and records it.
@@ -229,7 +232,9 @@ impl Registry {
         if ok {
             Ok(())
         } else {
-            Err(ApiError::unauthorized(format!("wrong token for board {id}")))
+            Err(ApiError::unauthorized(format!(
+                "wrong token for board {id}"
+            )))
         }
     }
 
@@ -258,7 +263,10 @@ impl Registry {
                 let _ = self.store.add_event(
                     &c.board,
                     "auth",
-                    &format!("check-in with a wrong token from {peer} (MAC {})", c.mac.as_deref().unwrap_or("?")),
+                    &format!(
+                        "check-in with a wrong token from {peer} (MAC {})",
+                        c.mac.as_deref().unwrap_or("?")
+                    ),
                 );
             }
             return Err(e);
@@ -289,7 +297,9 @@ impl Registry {
         // A cloned card: the same identity from another MAC while the board is online.
         if let (Some(known), Some(new)) = (board.mac.as_deref(), mac.as_deref()) {
             let online = board.health == Health::Online
-                && self.last_seen(&board).is_some_and(|t| now - t < self.online_window.as_millis() as i64);
+                && self
+                    .last_seen(&board)
+                    .is_some_and(|t| now - t < self.online_window.as_millis() as i64);
             if known != new && online {
                 let msg = format!(
                     "cloned card: board {} is online from MAC {known}; a second card checked in from MAC {new} ({peer})",
@@ -313,7 +323,11 @@ impl Registry {
                 let _ = self.store.add_event(
                     &board.id,
                     "checkin",
-                    &format!("now from MAC {} (was {})", mac.as_deref().unwrap_or("?"), board.mac.as_deref().unwrap_or("?")),
+                    &format!(
+                        "now from MAC {} (was {})",
+                        mac.as_deref().unwrap_or("?"),
+                        board.mac.as_deref().unwrap_or("?")
+                    ),
                 );
             }
             board.mac = mac;
@@ -361,11 +375,10 @@ impl Registry {
         mac: Option<&str>,
     ) -> Result<Board, ApiError> {
         let token = token.ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let board = self
-            .store
-            .board(id)
-            .map_err(db)?
-            .ok_or_else(|| ApiError::unauthorized(format!("unknown board {id}: check in first")))?;
+        let board =
+            self.store.board(id).map_err(db)?.ok_or_else(|| {
+                ApiError::unauthorized(format!("unknown board {id}: check in first"))
+            })?;
         self.check_token(Some(&board), id, token)?;
         if let (Some(c), Some(m)) = (board.cloned.as_deref(), mac) {
             if c.eq_ignore_ascii_case(m) {
@@ -501,7 +514,9 @@ fn sweep_once(app: &App) {
             b.health = Health::Offline;
             if app.store.put_board(&b).is_ok() {
                 tracing::warn!(board = %b.id, "offline: {why}");
-                let _ = app.store.add_event(&b.id, "health", &format!("offline: {why}"));
+                let _ = app
+                    .store
+                    .add_event(&b.id, "health", &format!("offline: {why}"));
             }
         }
     }

@@ -63,7 +63,10 @@ pub fn start(app: Arc<App>, job: Job, board: String) {
         let _ = app.store.finish_job(
             id,
             JobHealth::Incomplete,
-            Some(("InfrastructureError", &format!("cannot start the job's thread: {e}"))),
+            Some((
+                "InfrastructureError",
+                &format!("cannot start the job's thread: {e}"),
+            )),
         );
     }
 }
@@ -71,7 +74,10 @@ pub fn start(app: Arc<App>, job: Job, board: String) {
 fn run_job(app: &Arc<App>, job: &Job, board: &str, cancel: &Arc<AtomicBool>) -> Ending {
     let dir = job_dir(app, job.id);
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return Ending::failed("InfrastructureError", format!("cannot create {}: {e}", dir.display()));
+        return Ending::failed(
+            "InfrastructureError",
+            format!("cannot create {}: {e}", dir.display()),
+        );
     }
     let file = dir.join("job.yaml");
     if let Err(e) = crate::fsutil::write_atomically(&file, job.yaml.as_bytes()) {
@@ -85,10 +91,14 @@ fn run_job(app: &Arc<App>, job: &Job, board: &str, cancel: &Arc<AtomicBool>) -> 
     let ending = dispatch(app, job, board, cancel, &dir, &log);
     match &ending.error {
         None => log.info(&format!("job {} complete", job.id)),
-        Some((k, m)) => log.info(&format!("job {} {}: {k}: {m}", job.id, match ending.health {
-            JobHealth::Canceled => "canceled",
-            _ => "incomplete",
-        })),
+        Some((k, m)) => log.info(&format!(
+            "job {} {}: {k}: {m}",
+            job.id,
+            match ending.health {
+                JobHealth::Canceled => "canceled",
+                _ => "incomplete",
+            }
+        )),
     }
     drop(log);
     sink.finish();
@@ -180,9 +190,11 @@ fn finish(app: &Arc<App>, job: &Job, board: &str, ending: Ending) {
         None => tracing::info!(job = job.id, board, "job complete"),
         Some((k, m)) => tracing::warn!(job = job.id, board, "job ended: {k}: {m}"),
     }
-    let _ = app
-        .store
-        .add_event(board, "job", &format!("job {} ended: {:?}", job.id, ending.health).to_lowercase());
+    let _ = app.store.add_event(
+        board,
+        "job",
+        &format!("job {} ended: {:?}", job.id, ending.health).to_lowercase(),
+    );
     // Back to the master image, whatever the outcome (an agent job never left it).
     if !ending_kept_master(app, job) && !app.stopping.load(Ordering::SeqCst) {
         if let Err(e) = app.registry.power(board, PowerAction::Cycle) {
@@ -222,7 +234,11 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<()> {
             )],
         );
         if let Some(b) = board {
-            let _ = app.store.add_event(&b, "job", &format!("job {job} incomplete: appliance restarted"));
+            let _ = app.store.add_event(
+                &b,
+                "job",
+                &format!("job {job} incomplete: appliance restarted"),
+            );
             let a = Arc::clone(app);
             tokio::task::spawn_blocking(move || {
                 if a.registry.configured(&b).is_some() {

@@ -108,7 +108,10 @@ mod tests {
     fn one_job_per_board_and_types_match() {
         let boards = vec![board("a", "x"), board("b", "y")];
         let jobs = vec![job(1, "x"), job(2, "x"), job(3, "y"), job(4, "z")];
-        assert_eq!(assign(&jobs, &boards), vec![(0, "a".into()), (2, "b".into())]);
+        assert_eq!(
+            assign(&jobs, &boards),
+            vec![(0, "a".into()), (2, "b".into())]
+        );
     }
 
     #[test]

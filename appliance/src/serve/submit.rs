@@ -52,7 +52,9 @@ pub fn check(
                 job.device_type
             ));
         };
-        let dev = registry.device(&b.id, &job.context).map_err(|e| e.message)?;
+        let dev = registry
+            .device(&b.id, &job.context)
+            .map_err(|e| e.message)?;
         let pipeline = dispatcher::pipeline::build(&job, &dev).map_err(|e| e.message)?;
         let style = dispatcher::device::boot_style(&dev, &job.context).map_err(|e| e.message)?;
         dispatcher::pipeline::validate(&job, &dev, style).map_err(|e| e.message)?;

@@ -297,12 +297,7 @@ pub trait Store: Send + Sync {
     fn cancel_job(&self, id: JobId) -> Result<Option<Job>>;
     /// In one transaction: the job is finished with `health` and the error (ended now), and its
     /// board, if any, goes back to `idle` with no current job.
-    fn finish_job(
-        &self,
-        id: JobId,
-        health: JobHealth,
-        error: Option<(&str, &str)>,
-    ) -> Result<()>;
+    fn finish_job(&self, id: JobId, health: JobHealth, error: Option<(&str, &str)>) -> Result<()>;
     /// At start: every running or canceling job is finished incomplete with
     /// `InfrastructureError` / `message`; their boards go back to idle. The (job, board) pairs.
     fn recover_interrupted(&self, message: &str) -> Result<Vec<(JobId, Option<String>)>>;

@@ -174,13 +174,9 @@ async fn accept_loop(listener: TcpListener, service: Arc<Service>, cancel: Cance
                     let cancel = cancel.clone();
                     let budget = Arc::clone(&budget);
                     conns.spawn(async move {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            r = serve_connection(stream, Connection::new(peer), service, budget) => {
-                                if let Err(e) = r {
-                                    tracing::debug!(client = %peer, "nfs: connection ended: {e}");
-                                }
-                            }
+                        let r = serve_connection(stream, Connection::new(peer), service, budget, cancel).await;
+                        if let Err(e) = r {
+                            tracing::debug!(client = %peer, "nfs: connection ended: {e}");
                         }
                         drop(permit);
                     });
@@ -192,7 +188,8 @@ async fn accept_loop(listener: TcpListener, service: Arc<Service>, cancel: Cance
             },
         }
     }
-    conns.shutdown().await;
+    // Every connection joins its thread once cancelled.
+    while conns.join_next().await.is_some() {}
 }
 
 /// Serves one TCP connection until EOF, error, a malformed stream or the removal of an export
@@ -207,6 +204,7 @@ async fn serve_connection(
     conn: Arc<Connection>,
     service: Arc<Service>,
     budget: Arc<Semaphore>,
+    cancel: CancellationToken,
 ) -> io::Result<()> {
     /// Shuts the socket down when the connection's future is dropped.
     struct ShutdownOnDrop(std::net::TcpStream);
@@ -229,13 +227,25 @@ async fn serve_connection(
         .spawn(move || {
             let _ = done.send(connection_thread(stream, conn, service, budget, runtime));
         })?;
-    tokio::select! {
-        r = finished => r.unwrap_or(Ok(())),
+    let mut finished = finished;
+    let result = tokio::select! {
+        r = &mut finished => return r.unwrap_or(Ok(())),
         () = closed.cancelled() => {
             tracing::info!(client = %peer, "nfs: closing connection: an export it used was removed");
             Ok(())
         }
+        () = cancel.cancelled() => Ok(()),
+    };
+    // Shut the socket down and join the connection's thread: its blocking read returns at once
+    // and the call it runs, if any, completes first.
+    drop(_shutdown);
+    if tokio::time::timeout(SHUTDOWN_GRACE, finished)
+        .await
+        .is_err()
+    {
+        tracing::warn!(client = %peer, "nfs: the connection's thread did not end in time");
     }
+    result
 }
 
 /// The reply stream of a connection, shared by its thread and its calls on the blocking pool.

@@ -14,8 +14,8 @@ use axum::Json;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::error::{blocking, ApiError};
 use super::bearer;
+use super::error::{blocking, ApiError};
 use crate::serve::registry::{Checkin, CheckinOutcome};
 use crate::serve::App;
 use crate::store::WorkKind;
@@ -58,7 +58,11 @@ pub async fn poll(
     let mac = q.get("mac").cloned();
     let token = bearer(&headers).map(str::to_string);
     let a = Arc::clone(&app);
-    let board = blocking(move || a.registry.authorize_agent(&id, token.as_deref(), mac.as_deref())).await?;
+    let board = blocking(move || {
+        a.registry
+            .authorize_agent(&id, token.as_deref(), mac.as_deref())
+    })
+    .await?;
     let reg = Arc::clone(&app.registry);
     let work = reg.poll(&board, app.config.poll_timeout()).await?;
     let Some(w) = work else {
@@ -98,7 +102,8 @@ pub async fn result(
     let exit = v
         .get("exit")
         .and_then(Value::as_i64)
-        .ok_or_else(|| ApiError::bad_request("result body: exit: a number is needed"))? as i32;
+        .ok_or_else(|| ApiError::bad_request("result body: exit: a number is needed"))?
+        as i32;
     let field = |k: &str| -> Result<Vec<u8>, ApiError> {
         match v.get(k).and_then(Value::as_str) {
             None => Ok(Vec::new()),
@@ -112,9 +117,12 @@ pub async fn result(
     let mac = q.get("mac").cloned();
     let a = Arc::clone(&app);
     blocking(move || {
-        a.registry.authorize_agent(&id, token.as_deref(), mac.as_deref())?;
+        a.registry
+            .authorize_agent(&id, token.as_deref(), mac.as_deref())?;
         if !a.store.finish_work(&id, work, exit, &stdout, &stderr)? {
-            return Err(ApiError::not_found(format!("no work {work} for board {id}")));
+            return Err(ApiError::not_found(format!(
+                "no work {work} for board {id}"
+            )));
         }
         tracing::info!(board = %id, work, exit, "agent: result");
         a.registry.work_reported(&id);
@@ -149,5 +157,9 @@ pub async fn file(
         std::fs::read(&path).map_err(|e| ApiError::not_found(format!("{name}: {e}")))
     })
     .await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        data,
+    )
+        .into_response())
 }

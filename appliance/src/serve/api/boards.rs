@@ -22,7 +22,9 @@ fn load(app: &App, id: &str) -> Result<crate::store::Board, ApiError> {
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let boards = app.store.boards()?;
-        Ok(Json(Value::Array(boards.iter().map(views::board).collect())))
+        Ok(Json(Value::Array(
+            boards.iter().map(views::board).collect(),
+        )))
     })
     .await
 }
@@ -58,7 +60,9 @@ pub async fn approve(
     } else {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("body: not JSON: {e}")))?;
-        v.get("device_type").and_then(Value::as_str).map(str::to_string)
+        v.get("device_type")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
     let a = Arc::clone(&app);
     let r = blocking(move || {
@@ -82,7 +86,11 @@ pub async fn approve(
         }
         if let Some(c) = b.cloned.take() {
             what.push("clone flag cleared");
-            a.store.add_event(&id, "clone", &format!("clone flag ({c}) cleared by approve"))?;
+            a.store.add_event(
+                &id,
+                "clone",
+                &format!("clone flag ({c}) cleared by approve"),
+            )?;
         }
         a.store.put_board(&b)?;
         if !what.is_empty() {
@@ -100,8 +108,9 @@ pub async fn power(
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let action = PowerAction::parse(&action)
-        .ok_or_else(|| ApiError::bad_request(format!("power action '{action}': on, off or cycle")))?;
+    let action = PowerAction::parse(&action).ok_or_else(|| {
+        ApiError::bad_request(format!("power action '{action}': on, off or cycle"))
+    })?;
     blocking(move || {
         let b = load(&app, &id)?;
         if b.state == BoardState::Job {
@@ -110,9 +119,9 @@ pub async fn power(
                 b.current_job.unwrap_or_default()
             )));
         }
-        app.registry
-            .power(&id, action)
-            .map_err(|e| ApiError::internal(format!("board {id}: power {}: {e:#}", action.as_str())))?;
+        app.registry.power(&id, action).map_err(|e| {
+            ApiError::internal(format!("board {id}: power {}: {e:#}", action.as_str()))
+        })?;
         Ok(Json(json!({"board": id, "power": action.as_str()})))
     })
     .await
@@ -127,7 +136,11 @@ pub async fn maintenance(
     let on = match onoff.as_str() {
         "on" => true,
         "off" => false,
-        o => return Err(ApiError::bad_request(format!("maintenance '{o}': on or off"))),
+        o => {
+            return Err(ApiError::bad_request(format!(
+                "maintenance '{o}': on or off"
+            )))
+        }
     };
     let a = Arc::clone(&app);
     let r = blocking(move || {
@@ -138,12 +151,23 @@ pub async fn maintenance(
                 b.current_job.unwrap_or_default()
             )));
         }
-        let want = if on { BoardState::Maintenance } else { BoardState::Idle };
+        let want = if on {
+            BoardState::Maintenance
+        } else {
+            BoardState::Idle
+        };
         if b.state != want {
             b.state = want;
             a.store.put_board(&b)?;
-            a.store
-                .add_event(&id, "state", if on { "maintenance on" } else { "maintenance off: idle" })?;
+            a.store.add_event(
+                &id,
+                "state",
+                if on {
+                    "maintenance on"
+                } else {
+                    "maintenance off: idle"
+                },
+            )?;
             if !on && a.registry.configured(&id).is_some() {
                 // Back to the master: reboot it into the idle boot script.
                 if let Err(e) = a.registry.power(&id, PowerAction::Cycle) {

@@ -64,7 +64,11 @@ fn parse_state(s: &str) -> Result<JobState, ApiError> {
         "running" => JobState::Running,
         "canceling" => JobState::Canceling,
         "finished" => JobState::Finished,
-        o => return Err(ApiError::bad_request(format!("state '{o}': queued, running, canceling or finished"))),
+        o => {
+            return Err(ApiError::bad_request(format!(
+                "state '{o}': queued, running, canceling or finished"
+            )))
+        }
     })
 }
 
@@ -74,7 +78,11 @@ fn parse_health(s: &str) -> Result<JobHealth, ApiError> {
         "complete" => JobHealth::Complete,
         "incomplete" => JobHealth::Incomplete,
         "canceled" => JobHealth::Canceled,
-        o => return Err(ApiError::bad_request(format!("health '{o}': unknown, complete, incomplete or canceled"))),
+        o => {
+            return Err(ApiError::bad_request(format!(
+                "health '{o}': unknown, complete, incomplete or canceled"
+            )))
+        }
     })
 }
 
@@ -90,7 +98,10 @@ pub async fn list(
         device_type: q.get("device_type").cloned(),
         limit: q
             .get("limit")
-            .map(|l| l.parse().map_err(|_| ApiError::bad_request(format!("limit '{l}' is not a number"))))
+            .map(|l| {
+                l.parse()
+                    .map_err(|_| ApiError::bad_request(format!("limit '{l}' is not a number")))
+            })
             .transpose()?,
     };
     blocking(move || {
@@ -101,7 +112,10 @@ pub async fn list(
 }
 
 /// `GET /jobs/{id}`.
-pub async fn show(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let j = load(&app, id)?;
         let mut v = views::job(&j);
@@ -112,7 +126,10 @@ pub async fn show(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Js
 }
 
 /// `POST /jobs/{id}/cancel`.
-pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     let a = Arc::clone(&app);
     let j = blocking(move || {
         let j = a
@@ -153,7 +170,10 @@ pub async fn logs(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Re
 }
 
 /// `GET /jobs/{id}/results`.
-pub async fn results(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+pub async fn results(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
     let text = blocking(move || {
         load(&app, id)?;
         app.store
@@ -199,7 +219,9 @@ pub async fn stream(
                 }
             }
             if empty && done {
-                let ev = Event::default().event("end").data(views::job(&job).to_string());
+                let ev = Event::default()
+                    .event("end")
+                    .data(views::job(&job).to_string());
                 let _ = tx.send(Ok(ev)).await;
                 return;
             }
@@ -219,5 +241,7 @@ pub async fn stream(
         }
     });
     let rx: ReceiverStream<Result<Event, Infallible>> = ReceiverStream::new(rx);
-    Ok(Sse::new(rx).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(rx)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -47,7 +47,11 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
 
 /// Compares two tokens in time independent of where they differ.
 fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 async fn health(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -55,8 +59,7 @@ async fn health(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, 
     blocking(move || {
         let boards = a.store.boards()?.len();
         let count = |s| -> Result<usize, ApiError> {
-            Ok(a
-                .store
+            Ok(a.store
                 .jobs(&crate::store::JobFilter {
                     state: Some(s),
                     limit: Some(100_000),
@@ -86,7 +89,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/boards/{id}", get(boards::show))
         .route("/boards/{id}/approve", post(boards::approve))
         .route("/boards/{id}/power/{action}", post(boards::power))
-        .route("/boards/{id}/maintenance/{onoff}", post(boards::maintenance))
+        .route(
+            "/boards/{id}/maintenance/{onoff}",
+            post(boards::maintenance),
+        )
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
