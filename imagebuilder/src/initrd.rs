@@ -160,6 +160,11 @@ mod tests {
             "labboot.board=",
             "labboot.root=",
             "labboot.agent=",
+            "labboot.token=",
+            "labboot.interval=",
+            "LABBOOT_TOKEN=",
+            "LABBOOT_AGENT_INTERVAL=",
+            "umask 077",
             "switch_root",
             "upperdir=/rw/upper",
         ] {

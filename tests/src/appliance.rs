@@ -199,6 +199,18 @@ pub fn sample_job(master: &Path) -> String {
     )
 }
 
+/// A job that only tests in the master image: it runs through the board's agent, no reboot.
+pub fn agent_job() -> String {
+    "device_type: labboot-qemu-arm64\n\
+     job_name: in the master, through the agent\n\
+     timeouts:\n  job: {minutes: 5}\n\
+     priority: high\n\
+     visibility: public\n\
+     actions:\n\
+     - test:\n    timeout: {minutes: 3}\n    definitions:\n    - from: inline\n      name: master\n      path: inline/master.yaml\n      repository:\n        metadata: {format: Lava-Test Test Definition 1.0, name: master, description: checks in the master}\n        run:\n          steps:\n          - lava-test-case root-is-overlay --shell grep -q '^overlay / overlay' /proc/mounts\n          - lava-test-case memory --result pass --measurement \"$(awk '/MemTotal/ {print $2}' /proc/meminfo)\" --units kB\n"
+        .to_string()
+}
+
 /// The master image for the appliance's tests, built once per input change: the recipe, the
 /// agent and the initrd's scripts are hashed into the directory's name.
 pub fn master(tmp: &Path) -> anyhow::Result<PathBuf> {

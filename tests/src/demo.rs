@@ -51,7 +51,9 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     step("building the master image (cached when its inputs did not change)");
     let master = crate::appliance::master(&opts.tmp)?;
     let job_text = match &opts.job {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
         None => sample_job(&master),
     };
     step("starting labboot serve in a private network namespace");
@@ -63,7 +65,10 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     );
     let outcome = flow(&lab, &job_text, opts);
     if let Err(e) = &outcome {
-        eprintln!("demo failed: {e:#}\n--- labboot serve log:\n{}", lab.serve_log());
+        eprintln!(
+            "demo failed: {e:#}\n--- labboot serve log:\n{}",
+            lab.serve_log()
+        );
     }
     let outcome = outcome?;
     if opts.keep {
@@ -82,7 +87,9 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
 
 fn flow(lab: &ApplianceLab, job_text: &str, opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     let board = lab.board.board_id.clone();
-    step(&format!("powering on board {board}: U-Boot, its card, the master over NBD"));
+    step(&format!(
+        "powering on board {board}: U-Boot, its card, the master over NBD"
+    ));
     lab.power_on()?;
     let b = lab.wait_board(&board, "\"health\": \"online\"", Duration::from_secs(300))?;
     let first = json(&b)?;
@@ -133,7 +140,9 @@ fn flow(lab: &ApplianceLab, job_text: &str, opts: &DemoOptions) -> anyhow::Resul
         println!("    job output copied to {}", out.display());
     }
 
-    step(&format!("board {board} goes back to the master image and checks in again"));
+    step(&format!(
+        "board {board} goes back to the master image and checks in again"
+    ));
     let ended = job["ended"].as_str().unwrap_or("").to_string();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use labboot_tests::appliance::{sample_job, ApplianceLab, BOARD_TOKEN, TOKEN};
+use labboot_tests::appliance::{agent_job, sample_job, ApplianceLab, BOARD_TOKEN, TOKEN};
 use labboot_tests::binary::labboot_bin;
 use labboot_tests::process::ServerProcess;
 use labboot_tests::qemu::{QEMU_ARM64, UBOOT_ARM64};
@@ -32,7 +32,11 @@ fn json(text: &str) -> serde_json::Value {
 
 fn job_json(lab: &ApplianceLab, id: i64) -> serde_json::Value {
     let out = lab.cli(&["job", "show", &id.to_string(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     json(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -56,7 +60,11 @@ fn submit(lab: &ApplianceLab, name: &str, text: &str) -> i64 {
     let file = lab.work.path().join(name);
     std::fs::write(&file, text).unwrap();
     let out = lab.cli(&["job", "submit", file.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     json(&String::from_utf8_lossy(&out.stdout))["id"]
         .as_i64()
         .expect("job id")
@@ -81,12 +89,18 @@ fn demo_flow_boots_the_master_runs_a_job_and_returns_the_board() {
         results.contains("name: kernel-is-arm64") && results.contains("result: pass"),
         "{results}"
     );
-    assert!(results.contains("name: boot-time") && results.contains("units: seconds"), "{results}");
+    assert!(
+        results.contains("name: boot-time") && results.contains("units: seconds"),
+        "{results}"
+    );
     for f in ["logs.yaml", "results.yaml", "job.yaml"] {
         assert!(out.path().join(f).is_file(), "OUT has {f}");
     }
     let logs = std::fs::read_to_string(out.path().join("logs.yaml")).unwrap();
-    assert!(logs.contains("Linux version"), "the log has the kernel's boot");
+    assert!(
+        logs.contains("Linux version"),
+        "the log has the kernel's boot"
+    );
 }
 
 #[test]
@@ -97,10 +111,14 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
     let mut lab = ApplianceLab::new("akil", "qemu-k1", master()).unwrap();
     lab.start().unwrap();
     lab.power_on().unwrap();
-    lab.wait_board("qemu-k1", "\"health\": \"online\"", Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.serve_log()));
+    lab.wait_board(
+        "qemu-k1",
+        "\"health\": \"online\"",
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.serve_log()));
     let first = submit(&lab, "first.yaml", &sample_job(master()));
-    let second = submit(&lab, "second.yaml", &sample_job(master()));
+    let second = submit(&lab, "second.yaml", &agent_job());
     wait_job(&lab, first, "running", Duration::from_secs(60));
     // Let the job reach the board (U-Boot typing), then kill the appliance outright.
     std::thread::sleep(Duration::from_secs(20));
@@ -113,11 +131,22 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
     assert_eq!(j["error"], "appliance restarted", "{j}");
     assert_eq!(job_json(&lab, second)["state"], "queued");
     // The board was powered off and on: it boots the master and checks in again; then the
-    // queued job runs and completes.
+    // queued job (a test in the master) runs through the agent and completes.
     let done = wait_job(&lab, second, "finished", Duration::from_secs(600));
     assert_eq!(done["health"], "complete", "{done}\n{}", lab.serve_log());
+    let (code, results) = lab.curl(&[
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{}/api/v1/jobs/{second}/results", lab.url()),
+    ]);
+    assert_eq!(code, 200, "{results}");
+    assert!(results.contains("name: root-is-overlay") && results.contains("units: kB"), "{results}");
+    assert!(!results.contains("result: fail"), "{results}");
     let b = lab.board_json("qemu-k1").unwrap();
-    assert!(b.contains("appliance restarted"), "the board's events say why: {b}");
+    assert!(
+        b.contains("appliance restarted"),
+        "the board's events say why: {b}"
+    );
 }
 
 fn checkin(lab: &ApplianceLab, board: &str, token: &str, mac: &str) -> (u16, String) {
@@ -142,16 +171,34 @@ fn cloned_card_tokens_and_bad_jobs_are_refused() {
     let url = lab.url();
 
     // Tokens: every people's endpoint wants one; health does not.
-    for path in ["/api/v1/boards", "/api/v1/jobs", "/api/v1/boards/qemu-c1", "/api/v1/jobs/1/logs"] {
+    for path in [
+        "/api/v1/boards",
+        "/api/v1/jobs",
+        "/api/v1/boards/qemu-c1",
+        "/api/v1/jobs/1/logs",
+    ] {
         let (code, body) = lab.curl(&[&format!("{url}{path}")]);
         assert_eq!(code, 401, "{path}: {body}");
         assert_eq!(json(&body)["error"], "missing bearer token");
-        let (code, body) = lab.curl(&["-H", "Authorization: Bearer not-the-token", &format!("{url}{path}")]);
+        let (code, body) = lab.curl(&[
+            "-H",
+            "Authorization: Bearer not-the-token",
+            &format!("{url}{path}"),
+        ]);
         assert_eq!(code, 401, "{path}: {body}");
         assert_eq!(json(&body)["error"], "wrong bearer token");
     }
-    let (code, body) = lab.curl(&["-X", "POST", "--data-binary", "job_name: x", &format!("{url}/api/v1/jobs")]);
-    assert_eq!((code, json(&body)["error"].as_str().unwrap()), (401, "missing bearer token"));
+    let (code, body) = lab.curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "job_name: x",
+        &format!("{url}/api/v1/jobs"),
+    ]);
+    assert_eq!(
+        (code, json(&body)["error"].as_str().unwrap()),
+        (401, "missing bearer token")
+    );
     let (code, body) = lab.curl(&[&format!("{url}/api/v1/health")]);
     assert_eq!(code, 200, "{body}");
     // An agent with a wrong card token is refused too, and the board's history says so.
@@ -163,11 +210,20 @@ fn cloned_card_tokens_and_bad_jobs_are_refused() {
     assert_eq!(code, 200, "{body}");
     let (code, body) = checkin(&lab, "qemu-c1", BOARD_TOKEN, "52:54:00:00:00:02");
     assert_eq!(code, 409, "{body}");
-    assert!(json(&body)["error"].as_str().unwrap().starts_with("cloned card"), "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cloned card"),
+        "{body}"
+    );
     let b = json(&lab.board_json("qemu-c1").unwrap());
     assert_eq!(b["cloned"], "52:54:00:00:00:02", "{b}");
     let events = b["events"].to_string();
-    assert!(events.contains("wrong token") && events.contains("cloned card"), "{events}");
+    assert!(
+        events.contains("wrong token") && events.contains("cloned card"),
+        "{events}"
+    );
     // The clone's poll gets no work; a job for the board's type waits in the queue.
     let (code, body) = lab.curl(&[
         "-H",
@@ -177,11 +233,22 @@ fn cloned_card_tokens_and_bad_jobs_are_refused() {
     assert_eq!(code, 409, "{body}");
     let id = submit(&lab, "queued.yaml", &sample_job(master()));
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(job_json(&lab, id)["state"], "queued", "a flagged board gets no job");
+    assert_eq!(
+        job_json(&lab, id)["state"],
+        "queued",
+        "a flagged board gets no job"
+    );
     let out = lab.cli(&["job", "cancel", &id.to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j = job_json(&lab, id);
-    assert_eq!((j["state"].as_str(), j["health"].as_str()), (Some("finished"), Some("canceled")));
+    assert_eq!(
+        (j["state"].as_str(), j["health"].as_str()),
+        (Some("finished"), Some("canceled"))
+    );
 
     // A bad job is refused at submit with its line, and never queued.
     let bad = lab.work.path().join("bad-job.yaml");
@@ -193,9 +260,18 @@ fn cloned_card_tokens_and_bad_jobs_are_refused() {
     let out = lab.cli(&["job", "submit", bad.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("bad-job.yaml:7:") && err.contains("to"), "{err}");
+    assert!(
+        err.contains("bad-job.yaml:7:") && err.contains("to"),
+        "{err}"
+    );
     let list = lab.cli(&["job", "list", "--json"]);
-    assert_eq!(json(&String::from_utf8_lossy(&list.stdout)).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&String::from_utf8_lossy(&list.stdout))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 fn free_port() -> u16 {
@@ -222,29 +298,53 @@ fn two_appliances_run_side_by_side() {
         std::fs::create_dir_all(d.path().join("tftp")).unwrap();
         std::fs::write(d.path().join("appliance.yaml"), config).unwrap();
         let mut cmd = std::process::Command::new(labboot_bin());
-        cmd.args(["serve", "--config"]).arg(d.path().join("appliance.yaml"));
+        cmd.args(["serve", "--config"])
+            .arg(d.path().join("appliance.yaml"));
         serves.push(
-            ServerProcess::start("labboot serve", cmd, "labboot: API at", Duration::from_secs(30))
-                .unwrap(),
+            ServerProcess::start(
+                "labboot serve",
+                cmd,
+                "labboot: API at",
+                Duration::from_secs(30),
+            )
+            .unwrap(),
         );
         urls.push(format!("http://127.0.0.1:{http}"));
     }
     // A board checks in to the first one only.
     let out = std::process::Command::new("curl")
-        .args(["-s", "-X", "POST", "-H", "Authorization: Bearer card-token-1", "-d"])
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "Authorization: Bearer card-token-1",
+            "-d",
+        ])
         .arg(r#"{"board":"side-1","mac":"02:00:00:00:00:01"}"#)
         .arg(format!("{}/api/v1/agent/checkin", urls[0]))
         .output()
         .unwrap();
-    assert_eq!(json(&String::from_utf8_lossy(&out.stdout))["status"], "pending");
+    assert_eq!(
+        json(&String::from_utf8_lossy(&out.stdout))["status"],
+        "pending"
+    );
     for (i, url) in urls.iter().enumerate() {
         let out = std::process::Command::new(labboot_bin())
             .args(["board", "list", "--json", "--server", url, "--token", TOKEN])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let boards = json(&String::from_utf8_lossy(&out.stdout));
-        assert_eq!(boards.as_array().unwrap().len(), 1 - i, "appliance {i}: {boards}");
+        assert_eq!(
+            boards.as_array().unwrap().len(),
+            1 - i,
+            "appliance {i}: {boards}"
+        );
         assert!(dirs[i].path().join("state/labboot.db").is_file());
     }
     drop(serves);

@@ -2,7 +2,8 @@
 //! `-kernel vmlinuz -initrd initrd.cpio.gz` (no firmware) in a private network namespace,
 //! `labboot dhcp` for DHCP and `labboot nbd` serving rootfs.squashfs read-only. The board must print
 //! `labboot-master board=<id> root=<ro lower> overlay=tmpfs`, accept a file written in `/`,
-//! and leave the image file's sha256 unchanged.
+//! send its agent's check-in (with the `labboot.token=` bearer token) and leave the image file's
+//! sha256 unchanged.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -32,6 +33,20 @@ fn sha256(path: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The body of an HTTP request once all of it (its Content-Length) has arrived.
+fn request_body(request: &str) -> Option<&str> {
+    let (head, body) = request.split_once("\r\n\r\n")?;
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-length") {
+            value.trim().parse::<usize>().ok()
+        } else {
+            None
+        }
+    })?;
+    body.get(..length)
 }
 
 fn build_master(out: &Path) {
@@ -175,7 +190,8 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
 
     let socket = work.path().join("console.sock");
     let append = "console=ttyAMA0 panic=-1 labboot.board=board7 \
-        labboot.root=nbd:10.77.0.1:10809/master labboot.agent=http://10.77.0.1:8080/";
+        labboot.root=nbd:10.77.0.1:10809/master labboot.agent=http://10.77.0.1:8080/ \
+        labboot.token=t0ken-test";
     let qemu = ns
         .command("qemu-system-aarch64")
         .args(["-M", "virt", "-cpu", "cortex-a57", "-smp", "1", "-m", "512"])
@@ -233,11 +249,11 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
         .expect(r"overlays=1", Duration::from_secs(30))
         .unwrap();
 
-    let want = r#""board":"board7","root":"nbd:10.77.0.1:10809/master""#;
+    // The first check-in, whole: its headers and a body as long as its Content-Length.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let request = loop {
         let text = String::from_utf8_lossy(&request.lock().unwrap()).into_owned();
-        if text.contains(want) || std::time::Instant::now() > deadline {
+        if request_body(&text).is_some() || std::time::Instant::now() > deadline {
             break text;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -247,7 +263,17 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
         request.starts_with("POST /api/v1/agent/checkin HTTP/1.0\r\n"),
         "agent sent:\n{request}"
     );
-    assert!(request.contains(want), "agent sent:\n{request}");
+    assert!(
+        request.contains("\r\nAuthorization: Bearer t0ken-test\r\n"),
+        "agent sent:\n{request}"
+    );
+    let body = request_body(&request)
+        .unwrap_or_else(|| panic!("no complete check-in body; agent sent:\n{request}"));
+    let checkin: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("check-in body is not JSON ({e}):\n{body}"));
+    let field = |name: &str| checkin.get(name).and_then(|v| v.as_str());
+    assert_eq!(field("board"), Some("board7"), "{body}");
+    assert_eq!(field("root"), Some("nbd:10.77.0.1:10809/master"), "{body}");
     drop(_qemu);
     assert_eq!(
         sha256(&image),

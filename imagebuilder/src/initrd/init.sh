@@ -17,13 +17,20 @@ fail() {
 board=
 root=
 agent=
+token=
+interval=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	labboot.board=*) board=${arg#labboot.board=} ;;
 	labboot.root=*) root=${arg#labboot.root=} ;;
 	labboot.agent=*) agent=${arg#labboot.agent=} ;;
+	labboot.token=*) token=${arg#labboot.token=} ;;
+	labboot.interval=*) interval=${arg#labboot.interval=} ;;
 	esac
 done
+# They end up single-quoted in /run/labboot/env: no quote in the token, digits in the interval.
+case "$token" in *"'"*) token=$(echo "$token" | tr -d "'") ;; esac
+case "$interval" in *[!0-9]*) interval= ;; esac
 
 step=cmdline
 [ -n "$root" ] || fail "no labboot.root= on the kernel command line"
@@ -140,12 +147,19 @@ done
 mkdir -p /newroot/run/labboot/lower /newroot/run/labboot/rw /newroot/dev /newroot/etc
 mount --move /lower /newroot/run/labboot/lower || fail "mount --move /lower"
 mount --move /rw /newroot/run/labboot/rw || fail "mount --move /rw"
+# The env file carries the board's token: readable by root only.
+rm -f /newroot/run/labboot/env
+umask_was=$(umask)
+umask 077
 {
 	echo "LABBOOT_BOARD='$board'"
 	echo "LABBOOT_ROOT='$lower'"
 	echo "LABBOOT_AGENT='$agent'"
 	echo "LABBOOT_IFACE='$iface'"
+	echo "LABBOOT_TOKEN='$token'"
+	echo "LABBOOT_AGENT_INTERVAL='$interval'"
 } >/newroot/run/labboot/env
+umask "$umask_was"
 [ -f /etc/resolv.conf ] && cp /etc/resolv.conf /newroot/etc/resolv.conf
 mount --move /dev /newroot/dev || fail "mount --move /dev"
 umount /sys
