@@ -228,9 +228,24 @@ pub fn master(tmp: &Path) -> anyhow::Result<PathBuf> {
             .hash(&mut h);
     }
     let out = tmp.join(format!("appliance-master-{:016x}", h.finish()));
-    if !out.join("manifest.json").is_file() {
-        crate::master::build_master(tmp, &out);
+    // One build at a time, across tests and processes (the demo and the tests share it).
+    std::fs::create_dir_all(tmp)?;
+    let lock = std::fs::File::create(tmp.join("appliance-master.lock"))?;
+    // SAFETY: flock on a file descriptor this function owns; released when `lock` drops.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        bail!("flock: {}", std::io::Error::last_os_error());
     }
+    if !out.join("manifest.json").is_file() {
+        let partial = tmp.join(format!(
+            "{}.partial",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let _ = std::fs::remove_dir_all(&partial);
+        crate::master::build_master(tmp, &partial);
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::rename(&partial, &out).with_context(|| format!("rename to {}", out.display()))?;
+    }
+    drop(lock);
     Ok(out)
 }
 

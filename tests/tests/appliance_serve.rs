@@ -120,8 +120,19 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
     let first = submit(&lab, "first.yaml", &sample_job(master()));
     let second = submit(&lab, "second.yaml", &agent_job());
     wait_job(&lab, first, "running", Duration::from_secs(60));
-    // Let the job reach the board (U-Boot typing), then kill the appliance outright.
-    std::thread::sleep(Duration::from_secs(20));
+    // Once the job has powered the board on (its log says so), kill the appliance outright.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = lab.cli(&["job", "logs", &first.to_string()]);
+        if String::from_utf8_lossy(&out.stdout).contains("pdu-reboot") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {first} never reset the board"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     lab.kill();
     lab.start().unwrap();
     let j = job_json(&lab, first);
@@ -140,7 +151,10 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
         &format!("{}/api/v1/jobs/{second}/results", lab.url()),
     ]);
     assert_eq!(code, 200, "{results}");
-    assert!(results.contains("name: root-is-overlay") && results.contains("units: kB"), "{results}");
+    assert!(
+        results.contains("name: root-is-overlay") && results.contains("units: kB"),
+        "{results}"
+    );
     assert!(!results.contains("result: fail"), "{results}");
     let b = lab.board_json("qemu-k1").unwrap();
     assert!(

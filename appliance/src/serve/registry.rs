@@ -210,15 +210,24 @@ impl Registry {
         };
         let _ = self.store.add_event(id, "power", &msg);
         tracing::info!(board = id, "{msg}");
-        if r.is_ok() && action != PowerAction::Off {
-            if let Ok(Some(mut b)) = self.store.board(id) {
-                if b.state == BoardState::Idle {
-                    b.master_boot = Some(now_ms());
-                    let _ = self.store.put_board(&b);
-                }
-            }
+        if r.is_ok() {
+            self.mark_rebooted(id, action != PowerAction::Off);
         }
         r
+    }
+
+    /// After a power action: the board's last check-in no longer says it is alive (health
+    /// unknown until it checks in again); powered on while idle, it is booting the master.
+    pub fn mark_rebooted(&self, id: &str, booting: bool) {
+        if let Ok(Some(mut b)) = self.store.board(id) {
+            if matches!(b.health, Health::Online | Health::Offline) {
+                b.health = Health::Unknown;
+            }
+            if booting && b.state == BoardState::Idle {
+                b.master_boot = Some(now_ms());
+            }
+            let _ = self.store.put_board(&b);
+        }
     }
 
     fn check_token(&self, board: Option<&Board>, id: &str, token: &str) -> Result<(), ApiError> {

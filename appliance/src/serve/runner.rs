@@ -239,6 +239,8 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<()> {
                 "job",
                 &format!("job {job} incomplete: appliance restarted"),
             );
+            // No job for it until it has booted the master and checked in again.
+            app.registry.mark_rebooted(&b, true);
             let a = Arc::clone(app);
             tokio::task::spawn_blocking(move || {
                 if a.registry.configured(&b).is_some() {
