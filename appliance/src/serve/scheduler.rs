@@ -53,9 +53,18 @@ fn schedule_once(app: &Arc<App>) {
     if app.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    let (queued, boards) = match (app.store.queued_jobs(), app.store.boards()) {
-        (Ok(q), Ok(b)) => (q, b),
-        (Err(e), _) | (_, Err(e)) => {
+    // Boards are read only when something waits for one (check-ins wake the scheduler).
+    let queued = match app.store.queued_jobs() {
+        Ok(q) if q.is_empty() => return,
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!("scheduler: {e}");
+            return;
+        }
+    };
+    let boards = match app.store.boards() {
+        Ok(b) => b,
+        Err(e) => {
             tracing::error!("scheduler: {e}");
             return;
         }
