@@ -5,12 +5,15 @@
 //! * [`tftp`] serves boot files, including per-board *virtual* files rendered at request time.
 //! * [`nbd`] and [`nfs`] serve root filesystems from export tables changed at run time.
 //!
+//! [`metrics`] counts what they do, process-wide, for an exporter.
+//!
 //! The servers know nothing of jobs: callers hand them content through small traits and tables,
 //! and learn what happened through events. Starting or running a server fails with a
 //! [`ServerError`].
 
 pub mod dhcp;
 pub mod error;
+pub mod metrics;
 pub mod nbd;
 pub mod nfs;
 pub mod tftp;

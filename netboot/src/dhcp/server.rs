@@ -49,6 +49,7 @@ use super::reply::encode_into;
 use super::store::{LeaseRecord, LeaseStore};
 use super::wire;
 use crate::error::ServerError;
+use crate::metrics::METRICS;
 
 /// The DHCP server port.
 pub const SERVER_PORT: u16 = 67;
@@ -254,6 +255,7 @@ impl Server {
                     group = Group::default();
                 }
             }
+            METRICS.dhcp.leases.set(self.engine.leases().len() as i64);
         }
         if let Some((commit, acks, events)) = inflight.take() {
             self.end_commit(commit.await, acks, events, &mut group, &mut out)
@@ -304,6 +306,7 @@ impl Server {
                 tracing::warn!("dhcp: cannot send to {to}: {e}");
                 continue;
             }
+            METRICS.dhcp.sent(p.message.opts().msg_type());
             if let Some(a) = p.acked {
                 let id = a
                     .identity

@@ -200,6 +200,7 @@ impl NbdServer {
 
 /// One connection from accept to close; every way it ends is logged.
 async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    let _counted = crate::metrics::METRICS.nbd.connection();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(client = %peer, "nbd: cannot set TCP_NODELAY: {e}");
     }

@@ -108,6 +108,7 @@ pub(super) fn start(
         backend,
         encoder,
         peer,
+        bytes: crate::metrics::METRICS.nbd.export(&export),
         export,
     });
     let mut started = 0;
@@ -154,6 +155,8 @@ struct Shared {
     backend: Arc<Backend>,
     encoder: ReplyEncoder,
     peer: SocketAddr,
+    /// The export's byte counters.
+    bytes: Arc<crate::metrics::ExportBytes>,
     export: String,
 }
 
@@ -304,7 +307,12 @@ impl Shared {
         if matches!(req.command, Command::Read) {
             if let Some(p) = pipe.as_mut() {
                 match self.splice_read(&req, p) {
-                    Splice::Sent(r) => return r,
+                    Splice::Sent(r) => {
+                        if r.is_ok() {
+                            self.bytes.read(u64::from(req.len));
+                        }
+                        return r;
+                    }
                     Splice::Skipped => {}
                     Splice::Retry => *pipe = Pipe::new().ok(),
                     Splice::Failed(e) => {
@@ -329,7 +337,16 @@ impl Shared {
             req.offset,
             req.len,
         );
+        let (read, written) = match &req.command {
+            Command::Read => (u64::from(req.len), 0),
+            Command::Write(data) => (0, data.len() as u64),
+            _ => (0, 0),
+        };
         let (reply, failed) = dispatch::execute(req, &self.backend, self.encoder);
+        if failed.is_none() {
+            self.bytes.read(read);
+            self.bytes.written(written);
+        }
         if let Some(e) = failed {
             tracing::info!(
                 client = %self.peer,

@@ -23,6 +23,7 @@ use super::fs::{
 use super::rpc::{self, Accept, Call, Credential};
 use super::status::NfsStat;
 use super::xdr::{Reader, Writer, XdrError};
+use crate::metrics::METRICS;
 
 /// The NFS program number.
 pub const NFS_PROGRAM: u32 = 100_003;
@@ -383,6 +384,7 @@ impl Service {
             // The reply's head says how many bytes follow; they are sent from the file.
             match export.read_file(&obj, offset, count as usize, c.cred.as_ref()) {
                 Ok((fd, n, eof)) => {
+                    METRICS.nfs.read(export.spec().name(), n as u64);
                     w.u32(0);
                     post_op_attr(w, &export, Some(&obj.stat));
                     w.u32(n as u32).bool(eof).u32(n as u32);
@@ -416,6 +418,7 @@ impl Service {
         });
         match res {
             Ok(n) => {
+                METRICS.nfs.read(export.spec().name(), n as u64);
                 let b = w.bytes_mut();
                 b[count_at..count_at + 4].copy_from_slice(&(n as u32).to_be_bytes());
                 b[count_at + 4..count_at + 8].copy_from_slice(&u32::from(eof).to_be_bytes());
@@ -448,6 +451,7 @@ impl Service {
         };
         match export.write(&obj, offset, data, stable != 0, c.cred.as_ref()) {
             Ok(st) => {
+                METRICS.nfs.written(export.spec().name(), data.len() as u64);
                 w.u32(0);
                 wcc(w, &export, Some(&obj.stat), Some(&st));
                 // DATA_SYNC and FILE_SYNC are both answered with FILE_SYNC: fsync covers both.

@@ -174,6 +174,7 @@ async fn accept_loop(listener: TcpListener, service: Arc<Service>, cancel: Cance
                     let cancel = cancel.clone();
                     let budget = Arc::clone(&budget);
                     conns.spawn(async move {
+                        let _counted = crate::metrics::METRICS.nfs.connection();
                         let r = serve_connection(stream, Connection::new(peer), service, budget, cancel).await;
                         if let Err(e) = r {
                             tracing::debug!(client = %peer, "nfs: connection ended: {e}");

@@ -38,6 +38,7 @@ use super::sender;
 use super::transfer::{Outcome, ReadTransfer, Timing};
 use super::upload::{Upload, UploadDir};
 use crate::error::ServerError;
+use crate::metrics::METRICS;
 
 /// How long shutdown waits for transfers to send their final ERROR.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -268,6 +269,7 @@ impl RequestContext<'_> {
     }
 
     async fn refuse(&self, peer: SocketAddr, error: &TftpError) {
+        METRICS.tftp.refused.inc();
         if let Err(e) = self
             .socket
             .send_to(&error.to_packet().to_bytes(), peer)
@@ -320,6 +322,7 @@ impl Transfer {
     }
 
     async fn send_error(&self, sock: &UdpSocket, error: &TftpError) {
+        METRICS.tftp.refused.inc();
         let _ = sock.send(&error.to_packet().to_bytes()).await;
     }
 
@@ -395,6 +398,10 @@ impl Transfer {
             tracing::warn!(path = %self.path, "tftp: read transfer failed: {e}");
         }
         let ms = started.elapsed().as_millis();
+        let ok = !gone && matches!(machine.outcome(), Some(Outcome::Complete));
+        METRICS
+            .tftp
+            .read_ended(ok, if ok { size } else { 0 }, machine.retransmitted());
         match (gone, machine.outcome()) {
             (true, _) => {
                 tracing::info!(client = %self.peer, path = %self.path, "tftp: read ended: client went away")
@@ -553,6 +560,7 @@ impl Transfer {
                 _ = &mut sleep => next = machine.on_timeout(now()),
             }
         }
+        METRICS.tftp.write_ended(committed, machine.bytes());
         if committed {
             tracing::info!(
                 client = %self.peer, path = %self.path, bytes = machine.bytes(),
