@@ -1,6 +1,6 @@
 //! `labboot board …`: the boards of a running appliance, through its HTTP API
 //! (`appliance/API.md`): list and show them, approve unknown ones, switch their power and
-//! maintenance mode.
+//! maintenance mode, reserve and release them, and boot one's own kernel on a reserved one.
 
 use anyhow::anyhow;
 use serde_json::{json, Value};
@@ -47,6 +47,107 @@ pub enum BoardCommand {
         #[arg(value_enum)]
         mode: OnOff,
     },
+    /// Reserve an idle board for yourself: the scheduler gives it no job until you release it
+    /// or its time is up (it is powered on if it was off; refused while a job runs).
+    Reserve {
+        /// The board's id.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        id: String,
+        /// How long: 90s, 30m, 2h, 1d, 1h30m (a bare number is seconds; default 1h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<u64>,
+        /// What for (shown with the board).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Release a reserved board: it is powered off, then boots the master and takes jobs again.
+    Release {
+        /// The board's id.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Boot your own kernel on a board you reserved, the network way (files over TFTP, the root
+    /// over NFS or NBD). PATHs are read on the appliance's host (relative ones are made
+    /// absolute here).
+    Boot {
+        /// The board's id.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        id: String,
+        /// The kernel.
+        #[arg(long, value_name = "URL|PATH")]
+        kernel: String,
+        /// An initrd.
+        #[arg(long, value_name = "URL|PATH")]
+        initrd: Option<String>,
+        /// A device tree (default: the board's own).
+        #[arg(long, value_name = "URL|PATH")]
+        dtb: Option<String>,
+        /// Kernel arguments after the console and the root.
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        append: Option<String>,
+        /// A directory exported read-write over NFS as the root.
+        #[arg(long, value_name = "DIR", conflicts_with = "nbdroot")]
+        nfsroot: Option<String>,
+        /// An image exported over NBD (copy-on-write) as the root.
+        #[arg(long, value_name = "IMAGE")]
+        nbdroot: Option<String>,
+    },
+}
+
+/// Seconds of a duration such as `90s`, `30m`, `2h`, `1d` or `1h30m` (a bare number is
+/// seconds).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    let too_long = || format!("'{text}' is too long");
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => {
+                return Err(format!(
+                    "'{text}': a number with a unit s, m, h or d, e.g. 2h"
+                ))
+            }
+        };
+        if number.is_empty() {
+            return Err(format!("'{text}': a number before each unit, e.g. 1h30m"));
+        }
+        let n: u64 = number.parse().map_err(|_| too_long())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(too_long)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        if total > 0 {
+            return Err(format!(
+                "'{text}': a unit after the last number (s, m, h or d)"
+            ));
+        }
+        total = number.parse().map_err(|_| too_long())?;
+    }
+    if total == 0 {
+        return Err(format!("'{text}': more than 0 seconds"));
+    }
+    Ok(total)
+}
+
+/// A URL as it is, a path made absolute (the appliance reads it on its host).
+fn source(s: &str) -> anyhow::Result<String> {
+    if s.contains("://") || s.is_empty() {
+        return Ok(s.to_string());
+    }
+    let p = std::path::absolute(s).map_err(|e| anyhow!("{s}: {e}"))?;
+    Ok(p.to_string_lossy().into_owned())
 }
 
 /// What `board power` does.
@@ -153,7 +254,91 @@ fn execute(client: &ApiClient, out: &mut Out, json: bool, c: BoardCommand) -> an
             }
             out.line(&state_line(&board))
         }
+        BoardCommand::Reserve { id, duration, note } => {
+            let mut body = json!({});
+            if let Some(d) = duration {
+                body["for_seconds"] = json!(d);
+            }
+            if let Some(n) = note {
+                body["note"] = json!(n);
+            }
+            let board: Value =
+                client.post_json(&format!("/boards/{}/reserve", encode(&id)), &body)?;
+            if json {
+                return out.json(&board);
+            }
+            let r = board.get("reservation").cloned().unwrap_or(Value::Null);
+            out.line(&table::clean(&format!(
+                "board {id} reserved until {} (by {}), powered {}",
+                table::get(&r, "until"),
+                table::get(&r, "by"),
+                table::get(&board, "powered")
+            )))
+        }
+        BoardCommand::Release { id } => {
+            let board: Value = client.post_empty(&format!("/boards/{}/release", encode(&id)))?;
+            if json {
+                return out.json(&board);
+            }
+            out.line(&table::clean(&format!(
+                "board {id} released: it boots the master and takes jobs again"
+            )))
+        }
+        BoardCommand::Boot {
+            id,
+            kernel,
+            initrd,
+            dtb,
+            append,
+            nfsroot,
+            nbdroot,
+        } => {
+            let mut body = json!({ "kernel": source(&kernel)? });
+            for (key, value) in [
+                ("initrd", initrd),
+                ("dtb", dtb),
+                ("nfsroot", nfsroot),
+                ("nbdroot", nbdroot),
+            ] {
+                if let Some(v) = value {
+                    body[key] = json!(source(&v)?);
+                }
+            }
+            if let Some(a) = append {
+                body["append"] = json!(a);
+            }
+            let board: Value = client.post_json(&format!("/boards/{}/boot", encode(&id)), &body)?;
+            if json {
+                return out.json(&board);
+            }
+            let r = board.get("reservation").cloned().unwrap_or(Value::Null);
+            out.line(&table::clean(&format!(
+                "board {id} boots {} (reserved until {})",
+                table::get(&body, "kernel"),
+                table::get(&r, "until")
+            )))
+        }
     }
+}
+
+/// `until 2026-12-04T15:00:00Z by http.tokens[0]: note`, or `-`.
+fn reservation_cell(board: &Value) -> String {
+    let Some(r) = board.get("reservation").filter(|r| r.is_object()) else {
+        return "-".to_string();
+    };
+    let mut s = format!(
+        "until {} by {}",
+        table::get(r, "until"),
+        table::get(r, "by")
+    );
+    if let Some(n) = r
+        .get("note")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        s.push_str(&format!(": {}", table::clean(n)));
+    }
+    s
 }
 
 /// `board qemu-01: maintenance, online`.
@@ -166,35 +351,41 @@ fn state_line(board: &Value) -> String {
     )
 }
 
-/// The boards as a table: ID, DEVICE TYPE, STATE, HEALTH, APPROVED, ADDRESS, LAST CHECK-IN,
-/// JOB.
+/// The boards as a table: ID, DEVICE TYPE, STATE, HEALTH, POWER, APPROVED, ADDRESS, LAST
+/// CHECK-IN, JOB, RESERVED (until when).
 fn boards_table(boards: &[Value]) -> Table {
     let mut t = Table::new(&[
         "ID",
         "DEVICE TYPE",
         "STATE",
         "HEALTH",
+        "POWER",
         "APPROVED",
         "ADDRESS",
         "LAST CHECK-IN",
         "JOB",
+        "RESERVED",
     ]);
     for board in boards {
-        t.row(
-            [
-                "id",
-                "device_type",
-                "state",
-                "health",
-                "approved",
-                "address",
-                "last_checkin",
-                "current_job",
-            ]
-            .iter()
-            .map(|k| table::get(board, k))
-            .collect(),
-        );
+        let mut row: Vec<String> = [
+            "id",
+            "device_type",
+            "state",
+            "health",
+            "powered",
+            "approved",
+            "address",
+            "last_checkin",
+            "current_job",
+        ]
+        .iter()
+        .map(|k| table::get(board, k))
+        .collect();
+        row.push(match board.pointer("/reservation/until") {
+            Some(until) => table::cell(Some(until)),
+            None => "-".to_string(),
+        });
+        t.row(row);
     }
     t
 }
@@ -211,6 +402,8 @@ fn board_text(board: &Value) -> String {
         ("device type", table::get(board, "device_type")),
         ("state", table::get(board, "state")),
         ("health", table::get(board, "health")),
+        ("powered", table::get(board, "powered")),
+        ("reservation", reservation_cell(board)),
         ("approved", table::get(board, "approved")),
         ("from config", table::get(board, "from_config")),
         ("mac", table::get(board, "mac")),
@@ -334,6 +527,8 @@ mod client_tests {
             {"id": "qemu-01", "device_type": "labboot-qemu-arm64", "state": "idle", "health": "online",
              "approved": true, "from_config": true, "mac": "02:00:00:00:00:01", "address": "10.78.0.50",
              "cloned": null, "current_job": null, "last_checkin": "2026-12-04T13:00:00Z",
+             "powered": "on", "reservation": {"until": "2026-12-04T15:00:00Z", "note": "bisecting",
+             "by": "http.tokens[0]", "since": "2026-12-04T13:00:00Z", "boot": null},
              "info": {"kernel": "6.1.0", "cpus": 2, "memory_kb": 1000000, "macs": ["02:00:00:00:00:01"],
                       "addresses": ["10.78.0.50", "fe80::1"]}},
             {"id": "new-board", "device_type": null, "state": "idle", "health": "pending",
@@ -345,9 +540,9 @@ mod client_tests {
     fn client_board_table() {
         assert_eq!(
             boards_table(boards().as_array().unwrap()).render(),
-            "ID         DEVICE TYPE         STATE  HEALTH   APPROVED  ADDRESS     LAST CHECK-IN         JOB\n\
-             qemu-01    labboot-qemu-arm64  idle   online   yes       10.78.0.50  2026-12-04T13:00:00Z  -\n\
-             new-board  -                   idle   pending  no        -           -                     12\n"
+            "ID         DEVICE TYPE         STATE  HEALTH   POWER  APPROVED  ADDRESS     LAST CHECK-IN         JOB  RESERVED\n\
+             qemu-01    labboot-qemu-arm64  idle   online   on     yes       10.78.0.50  2026-12-04T13:00:00Z  -    2026-12-04T15:00:00Z\n\
+             new-board  -                   idle   pending  -      no        -           -                     12   -\n"
         );
     }
 
@@ -364,6 +559,13 @@ mod client_tests {
             "{text}"
         );
         assert!(text.contains("\napproved:      yes\n"), "{text}");
+        assert!(text.contains("\npowered:       on\n"), "{text}");
+        assert!(
+            text.contains(
+                "\nreservation:   until 2026-12-04T15:00:00Z by http.tokens[0]: bisecting\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("\ncloned:        -\n"), "{text}");
         assert!(text.contains("\nmemory:        1000000 kB\n"), "{text}");
         assert!(
@@ -380,6 +582,7 @@ mod client_tests {
         );
         let text = board_text(&boards()[1]);
         assert!(text.contains("\nkernel:        -\n"), "{text}");
+        assert!(text.contains("\nreservation:   -\n"), "{text}");
         assert!(text.ends_with("\n\nno events\n"), "{text}");
     }
 
@@ -459,6 +662,128 @@ mod client_tests {
         assert_eq!(
             captured.text(),
             "board new-board approved (rpi4)\nboard b1: power cycle\nboard b1: maintenance, online\n"
+        );
+    }
+
+    #[test]
+    fn client_board_durations() {
+        assert_eq!(parse_duration("20s"), Ok(20));
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "h",
+            "2x",
+            "1h30",
+            "-5m",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse(&["reserve", "b1", "--for", "2 weeks"]).is_err());
+        assert!(parse(&["boot", "b1"]).is_err(), "--kernel is required");
+        assert!(parse(&[
+            "boot",
+            "b1",
+            "--kernel",
+            "k",
+            "--nfsroot",
+            "/a",
+            "--nbdroot",
+            "/b"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn client_board_reserve_boot_release() {
+        let (url, heads) = fake_server(vec![
+            answer(
+                "200 OK",
+                "application/json",
+                &json!({"id": "b1", "powered": "on", "reservation":
+                        {"until": "2026-12-04T15:00:00Z", "by": "http.tokens[0]"}})
+                .to_string(),
+            ),
+            answer(
+                "200 OK",
+                "application/json",
+                &json!({"id": "b1", "reservation": {"until": "2026-12-04T15:00:00Z"}}).to_string(),
+            ),
+            answer(
+                "200 OK",
+                "application/json",
+                r#"{"id": "b1", "reservation": null}"#,
+            ),
+            answer(
+                "409 Conflict",
+                "application/json",
+                r#"{"error": "board b1 is not reserved"}"#,
+            ),
+        ]);
+        let client = ApiClient::new(&url, Some("t")).unwrap();
+        let captured = Captured::default();
+        let mut out = captured.out();
+        let run = |out: &mut Out, args: &[&str]| {
+            execute(&client, out, false, parse(args).unwrap().command)
+        };
+        run(
+            &mut out,
+            &["reserve", "b1", "--for", "2h", "--note", "bisect"],
+        )
+        .unwrap();
+        let head = heads.recv().unwrap();
+        assert!(
+            head.starts_with("POST /api/v1/boards/b1/reserve "),
+            "{head}"
+        );
+        let body = |head: &str| -> Value {
+            serde_json::from_str(head.rsplit("\r\n\r\n").next().unwrap()).unwrap()
+        };
+        assert_eq!(body(&head), json!({"for_seconds": 7200, "note": "bisect"}));
+        run(
+            &mut out,
+            &[
+                "boot",
+                "b1",
+                "--kernel",
+                "Image",
+                "--initrd",
+                "http://h/i.gz",
+                "--append",
+                "-v quiet",
+            ],
+        )
+        .unwrap();
+        let head = heads.recv().unwrap();
+        assert!(head.starts_with("POST /api/v1/boards/b1/boot "), "{head}");
+        let kernel = std::env::current_dir().unwrap().join("Image");
+        assert_eq!(
+            body(&head),
+            json!({"kernel": kernel.to_str().unwrap(), "initrd": "http://h/i.gz", "append": "-v quiet"})
+        );
+        run(&mut out, &["release", "b1"]).unwrap();
+        assert!(heads
+            .recv()
+            .unwrap()
+            .starts_with("POST /api/v1/boards/b1/release "));
+        let err = run(&mut out, &["release", "b1"]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "POST /api/v1/boards/b1/release: 409: board b1 is not reserved"
+        );
+        assert_eq!(
+            captured.text(),
+            format!(
+                "board b1 reserved until 2026-12-04T15:00:00Z (by http.tokens[0]), powered on\n\
+                 board b1 boots {} (reserved until 2026-12-04T15:00:00Z)\n\
+                 board b1 released: it boots the master and takes jobs again\n",
+                kernel.display()
+            )
         );
     }
 }

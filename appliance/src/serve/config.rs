@@ -59,6 +59,18 @@ pub struct ApplianceConfig {
     /// `nfs:` (default: port 2049 on all addresses, portmap on 111).
     #[serde(default)]
     pub nfs: Option<NfsConfig>,
+    /// `power_saving:` (absent: idle boards stay on).
+    #[serde(default)]
+    pub power_saving: Option<PowerSavingConfig>,
+}
+
+/// `power_saving:`: idle boards are powered off and woken when a job needs them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerSavingConfig {
+    /// Seconds an online, idle, unreserved board with nothing queued for its device type stays
+    /// on before it is powered off.
+    pub idle_off_after: u64,
 }
 
 /// `http:`.
@@ -303,6 +315,13 @@ impl ApplianceConfig {
         }
         if self.agent.checkin_timeout == 0 {
             bail!("agent.checkin_timeout: more than 0 seconds");
+        }
+        if self
+            .power_saving
+            .as_ref()
+            .is_some_and(|p| p.idle_off_after == 0)
+        {
+            bail!("power_saving.idle_off_after: more than 0 seconds");
         }
         if let Some(url) = self.database.strip_prefix("sqlite:") {
             if url.is_empty() {

@@ -87,4 +87,19 @@ CREATE TABLE work (
 );
 CREATE INDEX work_board ON work (board, taken, id);
 "#,
+    // 2: boards' power as the appliance switched it, and people's reservations.
+    r#"
+ALTER TABLE boards ADD COLUMN powered TEXT NOT NULL DEFAULT 'unknown'
+    CHECK (powered IN ('on', 'off', 'unknown'));
+ALTER TABLE boards ADD COLUMN powered_at INTEGER;
+
+CREATE TABLE reservations (
+    board        TEXT PRIMARY KEY NOT NULL REFERENCES boards (id),
+    reserved_by  TEXT NOT NULL,
+    note         TEXT NOT NULL,
+    since        INTEGER NOT NULL,
+    until        INTEGER NOT NULL,
+    boot         TEXT
+);
+"#,
 ];

@@ -94,6 +94,40 @@ pub struct Board {
     pub master_boot: Option<Millis>,
     /// The last check-in's report (kernel, cpus, memory, MACs, addresses).
     pub info: serde_json::Value,
+    /// Power as the appliance last switched it (see [`Board::power_now`]); only
+    /// [`Store::set_powered`] and [`Store::mark_off_if_unused`] change it, never `put_board`.
+    pub powered: Powered,
+    /// When `powered` was recorded.
+    pub powered_at: Option<Millis>,
+    /// A person's reservation; only the reservation calls change it, never `put_board`.
+    pub reservation: Option<Reservation>,
+}
+
+/// Whether a board has power, as far as the appliance knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Powered {
+    /// Switched on (or seen alive).
+    On,
+    /// Switched off by the appliance.
+    Off,
+    /// Not switched by this appliance yet.
+    Unknown,
+}
+
+/// A person's hold on a board: the scheduler gives it no job until it ends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reservation {
+    /// Who: the API token used (`http.tokens[N]`).
+    pub by: String,
+    /// What for, in the person's words.
+    pub note: String,
+    /// Reserved at.
+    pub since: Millis,
+    /// When the appliance gives the board back.
+    pub until: Millis,
+    /// The person's boot request (the JSON of `POST …/boot`), if they booted their own kernel.
+    pub boot: Option<serde_json::Value>,
 }
 
 impl Board {
@@ -114,6 +148,21 @@ impl Board {
             last_checkin: None,
             master_boot: None,
             info: serde_json::Value::Null,
+            powered: Powered::Unknown,
+            powered_at: None,
+            reservation: None,
+        }
+    }
+
+    /// Its power now: a board recorded off that checked in or fetched the master since is on;
+    /// one never switched is on while it is online.
+    pub fn power_now(&self) -> Powered {
+        match self.powered {
+            Powered::Off if self.last_checkin.max(self.master_boot) > self.powered_at => {
+                Powered::On
+            }
+            Powered::Unknown if self.health == Health::Online => Powered::On,
+            p => p,
         }
     }
 }
@@ -271,7 +320,10 @@ pub trait Store: Send + Sync {
     fn board(&self, id: &str) -> Result<Option<Board>>;
     /// Every board, by id.
     fn boards(&self) -> Result<Vec<Board>>;
-    /// Inserts the board or replaces every field of it.
+    /// How many boards there are of each (state, health) present.
+    fn board_counts(&self) -> Result<Vec<(BoardState, Health, i64)>>;
+    /// Inserts the board or replaces every field of it but `powered`, `powered_at` and
+    /// `reservation`.
     fn put_board(&self, board: &Board) -> Result<()>;
     /// Appends to the board's history.
     fn add_event(&self, board: &str, kind: &str, message: &str) -> Result<()>;
@@ -286,11 +338,13 @@ pub trait Store: Send + Sync {
     fn job(&self, id: JobId) -> Result<Option<Job>>;
     /// Jobs matching `filter`, newest first.
     fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
+    /// How many jobs there are of each (state, health) present.
+    fn job_counts(&self) -> Result<Vec<(JobState, JobHealth, i64)>>;
     /// Queued jobs in run order: priority high to low, then oldest first.
     fn queued_jobs(&self) -> Result<Vec<Job>>;
     /// In one transaction: the job becomes running on `board` (started now), the board's state
     /// becomes `job` with `current_job` set. Fails (changing nothing) unless the job is queued
-    /// and the board idle.
+    /// and the board idle, not reserved and not powered off.
     fn start_job(&self, id: JobId, board: &str) -> Result<()>;
     /// Marks a running job `canceling`, or finishes a queued one as canceled at once; the job
     /// after the change.
@@ -330,6 +384,20 @@ pub trait Store: Send + Sync {
     fn work(&self, id: WorkId) -> Result<Option<Work>>;
     /// Drops the board's work not yet reported (a reboot or restart ends it); how many.
     fn drop_pending_work(&self, board: &str) -> Result<usize>;
+
+    // Power and reservations (`put_board` never changes them).
+
+    /// Records the board's power as `powered` (now).
+    fn set_powered(&self, board: &str, powered: Powered) -> Result<()>;
+    /// In one transaction: records the board as powered off (now) if it is idle, not reserved
+    /// and no job of its device type is queued; whether it did.
+    fn mark_off_if_unused(&self, board: &str) -> Result<bool>;
+    /// In one transaction: reserves the board if it is idle and not reserved; whether it did.
+    fn reserve(&self, board: &str, reservation: &Reservation) -> Result<bool>;
+    /// Replaces the boot request of the board's reservation; false if it has none.
+    fn set_reservation_boot(&self, board: &str, boot: Option<&serde_json::Value>) -> Result<bool>;
+    /// Ends the board's reservation; what it was, if it had one.
+    fn end_reservation(&self, board: &str) -> Result<Option<Reservation>>;
 }
 
 /// Opens the store a `database:` URL names: `sqlite:PATH` (relative to `state_dir`).

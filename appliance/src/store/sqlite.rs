@@ -17,7 +17,7 @@ use rusqlite::{
 use super::migrations::MIGRATIONS;
 use super::{
     now_ms, Board, BoardEvent, BoardState, Health, Job, JobFilter, JobHealth, JobId, JobState,
-    NewJob, Result, Store, StoreError, Work, WorkId, WorkKind,
+    NewJob, Powered, Reservation, Result, Store, StoreError, Work, WorkId, WorkKind,
 };
 
 /// How long a statement waits for another process's lock before failing.
@@ -31,6 +31,12 @@ const DEFAULT_LIMIT: usize = 100;
 
 const BOARD_COLUMNS: &str = "id, device_type, state, health, approved, from_config, \
      token_sha256, mac, address, cloned, current_job, last_checkin, master_boot, info";
+
+/// A board's row with its power and reservation, for [`board_row`] (add `WHERE`/`ORDER BY`).
+const BOARD_SELECT: &str = "SELECT b.id, b.device_type, b.state, b.health, b.approved, \
+     b.from_config, b.token_sha256, b.mac, b.address, b.cloned, b.current_job, b.last_checkin, \
+     b.master_boot, b.info, b.powered, b.powered_at, r.reserved_by, r.note, r.since, r.until, \
+     r.boot FROM boards b LEFT JOIN reservations r ON r.board = b.id";
 
 const JOB_COLUMNS: &str = "id, name, device_type, priority, state, health, board, submitted, \
      started, ended, error_type, error, yaml";
@@ -198,6 +204,7 @@ text_enum!(Health {
     Pending => "pending",
     Cloned => "cloned",
 });
+text_enum!(Powered { On => "on", Off => "off", Unknown => "unknown" });
 text_enum!(JobState {
     Queued => "queued",
     Running => "running",
@@ -216,11 +223,30 @@ fn bad_column(index: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(index, Type::Text, message.into())
 }
 
-/// A board from a row of [`BOARD_COLUMNS`].
+/// A board from a row of [`BOARD_SELECT`].
 fn board_row(row: &Row<'_>) -> rusqlite::Result<Board> {
     let info: String = row.get(13)?;
     let info = serde_json::from_str(&info)
         .map_err(|e| bad_column(13, format!("info is not JSON: {e}")))?;
+    let reservation = match row.get::<_, Option<String>>(16)? {
+        None => None,
+        Some(by) => {
+            let boot = match row.get::<_, Option<String>>(20)? {
+                None => None,
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| bad_column(20, format!("boot is not JSON: {e}")))?,
+                ),
+            };
+            Some(Reservation {
+                by,
+                note: row.get(17)?,
+                since: row.get(18)?,
+                until: row.get(19)?,
+                boot,
+            })
+        }
+    };
     Ok(Board {
         id: row.get(0)?,
         device_type: row.get(1)?,
@@ -236,6 +262,9 @@ fn board_row(row: &Row<'_>) -> rusqlite::Result<Board> {
         last_checkin: row.get(11)?,
         master_boot: row.get(12)?,
         info,
+        powered: row.get(14)?,
+        powered_at: row.get(15)?,
+        reservation,
     })
 }
 
@@ -302,7 +331,7 @@ fn get_job(conn: &Connection, id: JobId) -> rusqlite::Result<Option<Job>> {
 }
 
 fn get_board(conn: &Connection, id: &str) -> rusqlite::Result<Option<Board>> {
-    conn.prepare_cached(&format!("SELECT {BOARD_COLUMNS} FROM boards WHERE id = ?1"))?
+    conn.prepare_cached(&format!("{BOARD_SELECT} WHERE b.id = ?1"))?
         .query_row([id], board_row)
         .optional()
 }
@@ -352,12 +381,23 @@ impl Store for SqliteStore {
 
     fn boards(&self) -> Result<Vec<Board>> {
         self.read("list boards", |conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {BOARD_COLUMNS} FROM boards ORDER BY id"))?;
+            let mut stmt = conn.prepare_cached(&format!("{BOARD_SELECT} ORDER BY b.id"))?;
             let boards = stmt
                 .query_map([], board_row)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(boards)
+        })
+    }
+
+    fn board_counts(&self) -> Result<Vec<(BoardState, Health, i64)>> {
+        self.read("count boards", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, health, COUNT(*) FROM boards GROUP BY state, health",
+            )?;
+            let counts = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(counts)
         })
     }
 
@@ -476,6 +516,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn job_counts(&self) -> Result<Vec<(JobState, JobHealth, i64)>> {
+        self.read("count jobs", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, health, COUNT(*) FROM jobs GROUP BY state, health",
+            )?;
+            let counts = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(counts)
+        })
+    }
+
     fn queued_jobs(&self) -> Result<Vec<Job>> {
         self.read("list queued jobs", |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -505,6 +557,12 @@ impl Store for SqliteStore {
                     "board '{board}' is {}, not idle",
                     b.state.sql_name()
                 )));
+            }
+            if b.reservation.is_some() {
+                return Err(Fail::Refused(format!("board '{board}' is reserved")));
+            }
+            if b.power_now() == Powered::Off {
+                return Err(Fail::Refused(format!("board '{board}' is powered off")));
             }
             tx.prepare_cached(
                 "UPDATE jobs SET state = 'running', board = ?2, started = ?3 WHERE id = ?1",
@@ -687,6 +745,84 @@ impl Store for SqliteStore {
                 .execute([board])?)
         })
     }
+
+    fn set_powered(&self, board: &str, powered: Powered) -> Result<()> {
+        self.write(&format!("record power of board '{board}'"), |tx| {
+            let changed = tx
+                .prepare_cached("UPDATE boards SET powered = ?2, powered_at = ?3 WHERE id = ?1")?
+                .execute(params![board, powered, now_ms()])?;
+            if changed == 0 {
+                return Err(Fail::Refused(format!("no board '{board}'")));
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_off_if_unused(&self, board: &str) -> Result<bool> {
+        self.write(&format!("record board '{board}' powered off"), |tx| {
+            let Some(b) = get_board(tx, board)? else {
+                return Ok(false);
+            };
+            let queued: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' \
+                     AND device_type = ?1)",
+                )?
+                .query_row([&b.device_type], |r| r.get(0))?;
+            if b.state != BoardState::Idle || b.reservation.is_some() || queued {
+                return Ok(false);
+            }
+            tx.prepare_cached("UPDATE boards SET powered = 'off', powered_at = ?2 WHERE id = ?1")?
+                .execute(params![board, now_ms()])?;
+            Ok(true)
+        })
+    }
+
+    fn reserve(&self, board: &str, r: &Reservation) -> Result<bool> {
+        self.write(&format!("reserve board '{board}'"), |tx| {
+            let Some(b) = get_board(tx, board)? else {
+                return Ok(false);
+            };
+            if b.state != BoardState::Idle || b.reservation.is_some() {
+                return Ok(false);
+            }
+            let boot = boot_text(r.boot.as_ref())?;
+            tx.prepare_cached(
+                "INSERT INTO reservations (board, reserved_by, note, since, until, boot) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![board, r.by, r.note, r.since, r.until, boot])?;
+            Ok(true)
+        })
+    }
+
+    fn set_reservation_boot(&self, board: &str, boot: Option<&serde_json::Value>) -> Result<bool> {
+        self.write(&format!("record the boot of board '{board}'"), |tx| {
+            let boot = boot_text(boot)?;
+            let changed = tx
+                .prepare_cached("UPDATE reservations SET boot = ?2 WHERE board = ?1")?
+                .execute(params![board, boot])?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn end_reservation(&self, board: &str) -> Result<Option<Reservation>> {
+        self.write(&format!("end the reservation of board '{board}'"), |tx| {
+            let Some(b) = get_board(tx, board)? else {
+                return Ok(None);
+            };
+            tx.prepare_cached("DELETE FROM reservations WHERE board = ?1")?
+                .execute([board])?;
+            Ok(b.reservation)
+        })
+    }
+}
+
+/// A boot request as stored (JSON text).
+fn boot_text(boot: Option<&serde_json::Value>) -> FailResult<Option<String>> {
+    boot.map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Fail::Refused(format!("boot is not JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -869,6 +1005,34 @@ mod tests {
         put_idle(&store, "b1");
         store.start_job(e, "b1").unwrap();
         assert_eq!(ids(&store.queued_jobs().unwrap()), vec![b, a, c, d]);
+    }
+
+    #[test]
+    fn counts_by_state_and_health() {
+        let (_dir, store) = temp_store();
+        put_idle(&store, "b1");
+        put_idle(&store, "b2");
+        let a = store.insert_job(&new_job("a", 50)).unwrap();
+        store.insert_job(&new_job("b", 50)).unwrap();
+        store.start_job(a, "b1").unwrap();
+        let mut jobs = store.job_counts().unwrap();
+        jobs.sort_by_key(|(s, _, _)| s.sql_name());
+        assert_eq!(
+            jobs,
+            vec![
+                (JobState::Queued, JobHealth::Unknown, 1),
+                (JobState::Running, JobHealth::Unknown, 1)
+            ]
+        );
+        let mut boards = store.board_counts().unwrap();
+        boards.sort_by_key(|(s, _, _)| s.sql_name());
+        assert_eq!(
+            boards,
+            vec![
+                (BoardState::Idle, Health::Unknown, 1),
+                (BoardState::Job, Health::Unknown, 1)
+            ]
+        );
     }
 
     #[test]
@@ -1319,6 +1483,9 @@ mod tests {
                     "ok": true,
                     "none": null,
                 }),
+                powered: Powered::Unknown,
+                powered_at: None,
+                reservation: None,
             };
             store.put_board(&board).unwrap();
             assert_eq!(store.board(&board.id).unwrap().unwrap(), board);
@@ -1417,5 +1584,74 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("'sideways' is not a BoardState"));
+    }
+
+    #[test]
+    fn power_and_reservations_outlive_put_board() {
+        let (_dir, store) = temp_store();
+        put_idle(&store, "b1");
+        put_idle(&store, "b2");
+        // Power: recorded with its time, kept by put_board, on again after a check-in.
+        store.set_powered("b1", Powered::Off).unwrap();
+        let b = store.board("b1").unwrap().unwrap();
+        assert_eq!((b.powered, b.power_now()), (Powered::Off, Powered::Off));
+        let at = b.powered_at.expect("powered_at");
+        store.put_board(&Board::new("b1", "rpi4")).unwrap();
+        let mut b = store.board("b1").unwrap().unwrap();
+        assert_eq!((b.powered, b.powered_at), (Powered::Off, Some(at)));
+        b.last_checkin = Some(at + 1);
+        assert_eq!(b.power_now(), Powered::On);
+        assert!(store.set_powered("nope", Powered::On).is_err());
+
+        // A board powered off gets no job; nothing is marked off while its type has a job queued.
+        let job = store.insert_job(&new_job("a", 50)).unwrap();
+        let e = store.start_job(job, "b1").unwrap_err().to_string();
+        assert!(e.ends_with("board 'b1' is powered off"), "{e}");
+        assert!(!store.mark_off_if_unused("b2").unwrap());
+
+        // Reservations: one at a time, kept by put_board, refused to the scheduler.
+        let r = Reservation {
+            by: "http.tokens[0]".into(),
+            note: "debug".into(),
+            since: 1,
+            until: 2,
+            boot: None,
+        };
+        assert!(store.reserve("b2", &r).unwrap());
+        assert!(!store.reserve("b2", &r).unwrap(), "already reserved");
+        assert!(!store.reserve("nope", &r).unwrap());
+        let e = store.start_job(job, "b2").unwrap_err().to_string();
+        assert!(e.ends_with("board 'b2' is reserved"), "{e}");
+        store.put_board(&Board::new("b2", "rpi4")).unwrap();
+        assert_eq!(
+            store.board("b2").unwrap().unwrap().reservation,
+            Some(r.clone())
+        );
+        let boot = serde_json::json!({"kernel": "/srv/Image", "append": "quiet"});
+        assert!(store.set_reservation_boot("b2", Some(&boot)).unwrap());
+        assert!(!store.set_reservation_boot("b1", Some(&boot)).unwrap());
+        let listed = store.boards().unwrap();
+        assert_eq!(listed[0].reservation, None);
+        assert_eq!(
+            listed[1].reservation.as_ref().unwrap().boot,
+            Some(boot.clone())
+        );
+        let ended = store.end_reservation("b2").unwrap();
+        assert_eq!(
+            ended,
+            Some(Reservation {
+                boot: Some(boot),
+                ..r.clone()
+            })
+        );
+        assert_eq!(store.end_reservation("b2").unwrap(), None);
+        store.start_job(job, "b2").unwrap();
+
+        // A busy board is neither reserved nor marked off; an idle unused one is marked off.
+        assert!(!store.reserve("b2", &r).unwrap());
+        assert!(!store.mark_off_if_unused("b2").unwrap());
+        assert!(store.mark_off_if_unused("b1").unwrap());
+        assert_eq!(store.board("b1").unwrap().unwrap().powered, Powered::Off);
+        assert!(!store.mark_off_if_unused("nope").unwrap());
     }
 }
