@@ -26,6 +26,10 @@ packages=(
   # dispatcher: the compressors jobs' files come in, git for test definitions, dash and busybox
   # (above) to run the board-side scripts on the host
   xz-utils zstd bzip2 git dash tar
+  # the appliance's /metrics: promtool checks the exposition format
+  prometheus
+  # the web dashboard's browser test: headless Chromium driven by chromedriver
+  chromium chromium-driver
 )
 
 find_missing() {
@@ -59,7 +63,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
       exit 1
     fi
   fi
-  for svc in tftpd-hpa kea-dhcp4-server; do
+  for svc in tftpd-hpa kea-dhcp4-server prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi

@@ -81,6 +81,17 @@ impl ApplianceLab {
         })
     }
 
+    /// Appends `lines` (top-level YAML, e.g. `power_saving: {idle_off_after: 5}`) to the
+    /// config; before [`ApplianceLab::start`].
+    pub fn with_config_extra(self, lines: &str) -> anyhow::Result<ApplianceLab> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.config())?;
+        writeln!(f, "{}", lines.trim_end())?;
+        Ok(self)
+    }
+
     /// The config file.
     pub fn config(&self) -> PathBuf {
         self.work.path().join("appliance.yaml")

@@ -9,6 +9,7 @@
 //! * [`console`] reads a serial console with an expect-style API.
 //! * [`process`] runs a server under test until it logs readiness, and kills it on drop.
 //! * [`require`] makes tests that need root, KVM or a peer tool say so loudly instead of skipping.
+//! * [`webdriver`] drives headless Chromium through `chromedriver` (W3C WebDriver), in a namespace.
 //!
 //! Every resource a test creates is released in `Drop`, so a failing or panicking test cleans up.
 
@@ -23,3 +24,4 @@ pub mod netns;
 pub mod process;
 pub mod qemu;
 pub mod require;
+pub mod webdriver;

@@ -361,5 +361,26 @@ fn two_appliances_run_side_by_side() {
         );
         assert!(dirs[i].path().join("state/labboot.db").is_file());
     }
-    drop(serves);
+    // SIGTERM with an agent's long poll in flight: every server stops and the exit is 0.
+    let mut poll = std::process::Command::new("curl")
+        .args(["-s", "-H", "Authorization: Bearer card-token-1"])
+        .arg(format!(
+            "{}/api/v1/agent/poll?board=side-1&mac=02:00:00:00:00:01",
+            urls[0]
+        ))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for (i, s) in serves.iter_mut().enumerate() {
+        let status = s.terminate(Duration::from_secs(15));
+        assert!(
+            status.is_some_and(|st| st.success()),
+            "appliance {i} after SIGTERM: {status:?}\n{}",
+            s.lines().join("\n")
+        );
+        assert!(s.lines().iter().any(|l| l.contains("labboot: stopped")));
+    }
+    let _ = poll.kill();
+    let _ = poll.wait();
 }

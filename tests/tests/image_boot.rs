@@ -166,10 +166,13 @@ fn master_boots_over_nbd_with_a_tmpfs_overlay() {
     let tap = ns.add_tap("ibtap0", "10.77.0.1/24").unwrap();
     // labboot's own servers: DHCP on the tap, the master exported read-only over NBD.
     let (_dhcp, _nbd) = start_dhcp_and_nbd(&ns, &tap, &image);
-    // The agent's check-in: one HTTP request, caught by busybox nc (answers nothing).
+    // The agent's check-in: one HTTP request, caught by busybox nc (answers nothing). Its stdin
+    // stays open (a pipe held by the child handle): at EOF nc would half-close the connection,
+    // which no HTTP server does before answering, and the agent would stop sending.
     let mut agent = ns
         .command("busybox")
         .args(["nc", "-l", "-p", "8080"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

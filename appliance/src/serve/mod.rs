@@ -11,10 +11,14 @@
 pub mod agent_jobs;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod logs;
 pub mod master;
+pub mod metrics;
 pub mod power;
+pub mod power_saving;
 pub mod registry;
+pub mod reservations;
 pub mod runner;
 pub mod scheduler;
 pub mod submit;
@@ -149,6 +153,7 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(Arc::clone(&app), cancel.clone()));
     tasks.spawn(registry::sweep(Arc::clone(&app), cancel.clone()));
+    tasks.spawn(power_saving::run(Arc::clone(&app), cancel.clone()));
     tasks.spawn(registry::follow_leases(
         Arc::clone(&app),
         lease_rx,

@@ -179,13 +179,14 @@ fn dispatch(
 fn finish(app: &Arc<App>, job: &Job, board: &str, ending: Ending) {
     if let Some(r) = &ending.results {
         if let Err(e) = app.store.put_results(job.id, r) {
-            tracing::error!(job = job.id, "results: {e}");
+            tracing::error!(job = job.id, board, "results: {e}");
         }
     }
     let err = ending.error.as_ref().map(|(k, m)| (k.as_str(), m.as_str()));
     if let Err(e) = app.store.finish_job(job.id, ending.health, err) {
-        tracing::error!(job = job.id, "cannot record the job's end: {e}");
+        tracing::error!(job = job.id, board, "cannot record the job's end: {e}");
     }
+    super::metrics::job_finished(app.store(), job.id);
     match &ending.error {
         None => tracing::info!(job = job.id, board, "job complete"),
         Some((k, m)) => tracing::warn!(job = job.id, board, "job ended: {k}: {m}"),
@@ -198,7 +199,7 @@ fn finish(app: &Arc<App>, job: &Job, board: &str, ending: Ending) {
     // Back to the master image, whatever the outcome (an agent job never left it).
     if !ending_kept_master(app, job) && !app.stopping.load(Ordering::SeqCst) {
         if let Err(e) = app.registry.power(board, PowerAction::Cycle) {
-            tracing::warn!(board, "back to the master: {e:#}");
+            tracing::warn!(job = job.id, board, "back to the master: {e:#}");
         }
     }
     if let Ok(mut r) = app.running.lock() {

@@ -1,6 +1,7 @@
 //! The job queue: per device type, LAVA's priorities (high to low), first come first served
 //! inside a priority, one job per board. Woken when a job is queued or ends and when a board
-//! comes back; also looks every 5 s.
+//! comes back; also looks every 5 s. Reserved boards and boards that are off get no job; with
+//! `power_saving:`, boards that are off are powered on for jobs no board took.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{runner, App};
-use crate::store::{Board, BoardState, Health, Job};
+use super::{power_saving, runner, App};
+use crate::store::{Board, BoardState, Health, Job, Powered};
 
 /// Whether `b` may take a job of `device_type`.
 pub fn eligible(b: &Board, device_type: &str) -> bool {
@@ -17,17 +18,29 @@ pub fn eligible(b: &Board, device_type: &str) -> bool {
         && b.state == BoardState::Idle
         && b.health == Health::Online
         && b.cloned.is_none()
+        && b.reservation.is_none()
+        && b.power_now() != Powered::Off
         && b.device_type == device_type
 }
 
 /// Pairs queued jobs (in run order) with free boards.
 pub fn assign(queued: &[Job], boards: &[Board]) -> Vec<(usize, String)> {
+    assign_where(queued, boards, |_, _| true)
+}
+
+/// [`assign`], with `fits` saying whether a board can run a job at all (a job that deploys
+/// and boots needs a board with a device file; one that only tests in the master does not).
+pub fn assign_where(
+    queued: &[Job],
+    boards: &[Board],
+    fits: impl Fn(&Job, &Board) -> bool,
+) -> Vec<(usize, String)> {
     let mut taken = HashSet::new();
     let mut out = Vec::new();
     for (i, j) in queued.iter().enumerate() {
         if let Some(b) = boards
             .iter()
-            .find(|b| !taken.contains(&b.id) && eligible(b, &j.device_type))
+            .find(|b| !taken.contains(&b.id) && eligible(b, &j.device_type) && fits(j, b))
         {
             taken.insert(b.id.clone());
             out.push((i, b.id.clone()));
@@ -69,7 +82,25 @@ fn schedule_once(app: &Arc<App>) {
             return;
         }
     };
-    for (i, board) in assign(&queued, &boards) {
+    let agent_only: std::collections::HashMap<i64, bool> = queued
+        .iter()
+        .map(|j| {
+            let only = dispatcher::job::parse_job("job.yaml", &j.yaml)
+                .map(|p| super::agent_jobs::is_agent_job(&p))
+                .unwrap_or(false);
+            (j.id, only)
+        })
+        .collect();
+    let pairs = assign_where(&queued, &boards, |j, b| {
+        agent_only.get(&j.id).copied().unwrap_or(false) || app.registry.configured(&b.id).is_some()
+    });
+    let waiting: Vec<&Job> = queued
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !pairs.iter().any(|(k, _)| k == i))
+        .map(|(_, j)| j)
+        .collect();
+    for (i, board) in pairs {
         let job = &queued[i];
         if let Err(e) = app.store.start_job(job.id, &board) {
             tracing::warn!(job = job.id, board, "scheduler: {e}");
@@ -80,6 +111,9 @@ fn schedule_once(app: &Arc<App>) {
             .store
             .add_event(&board, "job", &format!("job {} starts", job.id));
         runner::start(Arc::clone(app), job.clone(), board);
+    }
+    if !waiting.is_empty() {
+        power_saving::wake_for(app, &waiting, &boards);
     }
 }
 
@@ -137,5 +171,25 @@ mod tests {
         maint.state = BoardState::Maintenance;
         let boards = vec![off, cloned, pending, busy, maint];
         assert!(assign(&[job(1, "x")], &boards).is_empty());
+    }
+
+    #[test]
+    fn reserved_and_powered_off_boards_get_nothing() {
+        let mut reserved = board("a", "x");
+        reserved.reservation = Some(crate::store::Reservation {
+            by: "http.tokens[0]".into(),
+            note: "debugging".into(),
+            since: 0,
+            until: i64::MAX,
+            boot: None,
+        });
+        let mut off = board("b", "x");
+        off.powered = Powered::Off;
+        off.powered_at = Some(10);
+        off.last_checkin = Some(5);
+        assert!(assign(&[job(1, "x")], &[reserved, off.clone()]).is_empty());
+        // Checked in after it was switched off: it is on again.
+        off.last_checkin = Some(11);
+        assert_eq!(assign(&[job(1, "x")], &[off]), vec![(0, "b".into())]);
     }
 }

@@ -1,30 +1,67 @@
-//! `/api/v1/boards`: list, show (with events), approve, power, maintenance.
+//! `/api/v1/boards`: list, show (with events), approve, power, maintenance, and people's
+//! reservations (reserve, release, boot their own kernel).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::error::{blocking, ApiError};
 use super::views;
 use crate::serve::power::PowerAction;
+use crate::serve::power_saving::{switch, with_board};
+use crate::serve::reservations::{self, BootRequest, ReserveRequest};
 use crate::serve::App;
-use crate::store::{BoardState, Health};
+use crate::store::{Board, BoardState, Health};
 
-fn load(app: &App, id: &str) -> Result<crate::store::Board, ApiError> {
+fn load(app: &App, id: &str) -> Result<Board, ApiError> {
     app.store
         .board(id)?
         .ok_or_else(|| ApiError::not_found(format!("no board {id}")))
+}
+
+/// A board object with its power and reservation.
+pub fn view(b: &Board) -> Value {
+    let mut v = views::board(b);
+    v["powered"] = json!(b.power_now());
+    v["reservation"] = match &b.reservation {
+        None => Value::Null,
+        Some(r) => json!({
+            "until": views::rfc3339(r.until),
+            "note": r.note,
+            "by": r.by,
+            "since": views::rfc3339(r.since),
+            "boot": r.boot,
+        }),
+    };
+    v
+}
+
+/// Which of `http.tokens` the request carries: `http.tokens[N]`.
+fn token_name(app: &App, headers: &HeaderMap) -> String {
+    let token = super::bearer(headers).unwrap_or_default();
+    match app.config.http.tokens.iter().position(|t| t == token) {
+        Some(i) => format!("http.tokens[{i}]"),
+        None => "an unknown token".to_string(),
+    }
+}
+
+/// A JSON body (an empty one is `T::default()`).
+fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
 /// `GET /boards`.
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let boards = app.store.boards()?;
-        Ok(Json(Value::Array(
-            boards.iter().map(views::board).collect(),
-        )))
+        Ok(Json(Value::Array(boards.iter().map(view).collect())))
     })
     .await
 }
@@ -36,7 +73,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let b = load(&app, &id)?;
-        let mut v = views::board(&b);
+        let mut v = view(&b);
         let events: Vec<Value> = app
             .store
             .events(&id, 50)?
@@ -96,7 +133,7 @@ pub async fn approve(
         if !what.is_empty() {
             a.store.add_event(&id, "state", &what.join(", "))?;
         }
-        Ok(Json(views::board(&b)))
+        Ok(Json(view(&b)))
     })
     .await;
     app.wake.notify_one();
@@ -119,7 +156,7 @@ pub async fn power(
                 b.current_job.unwrap_or_default()
             )));
         }
-        app.registry.power(&id, action).map_err(|e| {
+        with_board(&id, || switch(&app, &id, action)).map_err(|e| {
             ApiError::internal(format!("board {id}: power {}: {e:#}", action.as_str()))
         })?;
         Ok(Json(json!({"board": id, "power": action.as_str()})))
@@ -151,6 +188,11 @@ pub async fn maintenance(
                 b.current_job.unwrap_or_default()
             )));
         }
+        if on && b.reservation.is_some() {
+            return Err(ApiError::conflict(format!(
+                "board {id} is reserved: release it first"
+            )));
+        }
         let want = if on {
             BoardState::Maintenance
         } else {
@@ -170,14 +212,54 @@ pub async fn maintenance(
             )?;
             if !on && a.registry.configured(&id).is_some() {
                 // Back to the master: reboot it into the idle boot script.
-                if let Err(e) = a.registry.power(&id, PowerAction::Cycle) {
+                if let Err(e) = with_board(&id, || switch(&a, &id, PowerAction::Cycle)) {
                     tracing::warn!(board = %id, "maintenance off: {e:#}");
                 }
             }
         }
-        Ok(Json(views::board(&load(&a, &id)?)))
+        Ok(Json(view(&load(&a, &id)?)))
     })
     .await;
     app.wake.notify_one();
     r
+}
+
+/// `POST /boards/{id}/reserve` (body optional `{"for_seconds": N, "note": "…"}`): the board
+/// leaves the scheduler until it is released or its time is up.
+pub async fn reserve(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: ReserveRequest = body(&bytes)?;
+    let by = token_name(&app, &headers);
+    blocking(move || Ok(Json(view(&reservations::reserve(&app, &id, &by, &req)?)))).await
+}
+
+/// `POST /boards/{id}/release`: the board is powered off, then boots the master and returns to
+/// the scheduler.
+pub async fn release(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let why = format!("by {}", token_name(&app, &headers));
+    blocking(move || Ok(Json(view(&reservations::release(&app, &id, &why)?)))).await
+}
+
+/// `POST /boards/{id}/boot` (body: `{"kernel": …, "initrd"?, "dtb"?, "append"?, "nfsroot"? |
+/// "nbdroot"?}`): a reserved board boots its person's kernel.
+pub async fn boot(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "body: give {\"kernel\": URL or path, …}",
+        ));
+    }
+    let req: BootRequest = body(&bytes)?;
+    blocking(move || Ok(Json(view(&reservations::boot(&app, &id, &req)?)))).await
 }

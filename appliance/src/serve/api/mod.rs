@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod boards;
+pub mod cards;
 pub mod error;
 pub mod jobs;
 pub mod views;
@@ -86,9 +87,14 @@ async fn not_found() -> ApiError {
 pub fn router(app: Arc<App>) -> Router {
     let people = Router::new()
         .route("/boards", get(boards::list))
+        .route("/boards", post(cards::create))
         .route("/boards/{id}", get(boards::show))
+        .route("/boards/{id}/sdcard", post(cards::sdcard))
         .route("/boards/{id}/approve", post(boards::approve))
         .route("/boards/{id}/power/{action}", post(boards::power))
+        .route("/boards/{id}/reserve", post(boards::reserve))
+        .route("/boards/{id}/release", post(boards::release))
+        .route("/boards/{id}/boot", post(boards::boot))
         .route(
             "/boards/{id}/maintenance/{onoff}",
             post(boards::maintenance),
@@ -110,7 +116,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/agent/result", post(agent::result))
         .route("/agent/files/{job}/{name}", get(agent::file));
     Router::new()
+        .route("/metrics", get(super::metrics::handler))
         .nest("/api/v1", people.merge(open))
+        .merge(super::dashboard::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
         .with_state(app)
