@@ -5,7 +5,9 @@
 //! * [`tftp`] serves boot files, including per-board *virtual* files rendered at request time.
 //! * [`nbd`] and [`nfs`] serve root filesystems from export tables changed at run time.
 //!
-//! [`metrics`] counts what they do, process-wide, for an exporter.
+//! [`metrics`] counts what they do, process-wide, for an exporter; [`throttle`] keeps the log
+//! lines about what a hostile client can repeat at will (refusals, stray packets) to one a
+//! minute.
 //!
 //! The servers know nothing of jobs: callers hand them content through small traits and tables,
 //! and learn what happened through events. Starting or running a server fails with a
@@ -17,5 +19,9 @@ pub mod metrics;
 pub mod nbd;
 pub mod nfs;
 pub mod tftp;
+pub mod throttle;
+
+#[cfg(test)]
+mod testlog;
 
 pub use error::ServerError;

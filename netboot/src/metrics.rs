@@ -100,6 +100,7 @@ impl Metrics {
                 offers: Counter::new(),
                 acks: Counter::new(),
                 naks: Counter::new(),
+                pool_exhausted: Counter::new(),
                 leases: Gauge::new(),
             },
             tftp: TftpMetrics {
@@ -122,7 +123,7 @@ impl Default for Metrics {
     }
 }
 
-/// DHCP replies sent and leases held.
+/// DHCP replies sent, DISCOVERs refused and leases held.
 #[derive(Debug)]
 pub struct DhcpMetrics {
     /// DHCPOFFERs sent.
@@ -131,6 +132,8 @@ pub struct DhcpMetrics {
     pub acks: Counter,
     /// DHCPNAKs sent.
     pub naks: Counter,
+    /// DISCOVERs left unanswered because no pool address was free, expired or done resting.
+    pub pool_exhausted: Counter,
     /// Leases in the server's table (offered or bound), after the last packet or sweep.
     pub leases: Gauge,
 }

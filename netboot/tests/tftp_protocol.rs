@@ -1,6 +1,6 @@
 //! Protocol behaviour over real UDP, driven packet by packet from the test: client ERROR, duplicate
 //! and partial ACKs, the transfer cap, stalled clients, confinement, virtual files, uploads,
-//! malformed packets and shutdown.
+//! malformed packets, packets from foreign ports, over-long names and shutdown.
 
 mod tftp_support;
 
@@ -394,4 +394,179 @@ fn netascii_reads_translate_line_ends() {
         c.expect(SHORT, "DATA"),
         Got::Data(1, b"a\r\nb\r\n".to_vec())
     );
+}
+
+/// A socket on another port of 127.0.0.1 than the client's: a foreign transfer ID.
+fn intruder() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(SHORT)).unwrap();
+    s
+}
+
+/// The next datagram on `s` and where it came from, or `None` after its read timeout.
+fn datagram(s: &std::net::UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 70000];
+    match s.recv_from(&mut buf) {
+        Ok((n, from)) => Some((buf[..n].to_vec(), from)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+#[test]
+fn a_foreign_port_gets_error_5_and_the_read_goes_on() {
+    let root = tempdir();
+    let sha = make_file(root.path(), "f", blocks(3) + 100);
+    let server = TestServer::dir(root.path(), |c| c.timeout_ms = 5000);
+    let mut c = RawClient::new(server.addr);
+    c.read_request("f", &[]);
+    let mut got = Vec::new();
+    let Got::Data(1, d) = c.expect(SHORT, "DATA 1") else {
+        panic!("no DATA 1")
+    };
+    got.extend(d);
+    let tid = c.tid.unwrap();
+    let other = intruder();
+    for block in 1..=4u16 {
+        // An ACK of the block from a foreign port: ERROR 5 from the transfer's port to that
+        // port, and nothing to the client.
+        other
+            .send_to(&Packet::Ack { block }.to_bytes(), tid)
+            .unwrap();
+        let (bytes, from) = datagram(&other).expect("an ERROR 5 for the foreign port");
+        assert_eq!(from, tid, "answered from the transfer's port");
+        assert_eq!(
+            Packet::parse(&bytes).unwrap(),
+            Packet::Error {
+                code: ErrorCode::UnknownTransferId,
+                message: "unknown transfer ID".into()
+            }
+        );
+        // An ERROR from a foreign port is not answered.
+        other
+            .send_to(
+                &Packet::Error {
+                    code: ErrorCode::NotDefined,
+                    message: "stop".into(),
+                }
+                .to_bytes(),
+                tid,
+            )
+            .unwrap();
+        assert_eq!(datagram(&other), None);
+        // The client is told nothing, and its own ACK moves the transfer on.
+        c.ack(block);
+        if block < 4 {
+            match c.expect(SHORT, "the next DATA") {
+                Got::Data(n, d) if n == block + 1 => got.extend(d),
+                other => panic!("after ACK {block}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(tftp_support::sha256(&got), sha);
+    assert_eq!(c.recv(Duration::from_millis(200)), None, "the read is over");
+}
+
+#[test]
+fn a_foreign_port_gets_error_5_and_the_write_goes_on() {
+    let root = tempdir();
+    let uploads = tempdir();
+    let server = TestServer::dir(root.path(), |c| {
+        c.upload_root = Some(uploads.path().into());
+        c.timeout_ms = 5000;
+    });
+    let mut c = RawClient::new(server.addr);
+    c.send_raw(b"\x00\x02up.bin\x00octet\x00");
+    assert_eq!(c.expect(SHORT, "ACK 0"), Got::Ack(0));
+    let other = intruder();
+    other
+        .send_to(
+            &Packet::Data {
+                block: 1,
+                data: b"evil",
+            }
+            .to_bytes(),
+            c.tid.unwrap(),
+        )
+        .unwrap();
+    let (bytes, from) = datagram(&other).expect("an ERROR 5 for the foreign port");
+    assert_eq!(from, c.tid.unwrap());
+    assert!(matches!(
+        Packet::parse(&bytes).unwrap(),
+        Packet::Error {
+            code: ErrorCode::UnknownTransferId,
+            ..
+        }
+    ));
+    c.send(&Packet::Data {
+        block: 1,
+        data: b"good",
+    });
+    assert_eq!(c.expect(SHORT, "ACK 1"), Got::Ack(1));
+    assert_eq!(
+        std::fs::read(uploads.path().join("up.bin")).unwrap(),
+        b"good"
+    );
+}
+
+#[test]
+fn over_long_names_are_cut_in_error_packets() {
+    let root = tempdir();
+    let server = TestServer::dir(root.path(), |_| {});
+    let cut = format!("{}…", "n".repeat(64));
+    // A missing file (ERROR 1), a name the file system refuses (ERROR 0, ENAMETOOLONG), and one
+    // that fills a 64 KiB request.
+    for (len, code, tail) in [
+        (200, 1, ": file not found"),
+        (2000, 0, ": File name too long (os error 36)"),
+        (65000, 0, ": File name too long (os error 36)"),
+    ] {
+        let name = "n".repeat(len);
+        let mut c = RawClient::new(server.addr);
+        c.read_request(&name, &[]);
+        match c.expect(SHORT, "ERROR") {
+            Got::Error(got, m) => {
+                assert_eq!((got, m.as_str()), (code, format!("{cut}{tail}").as_str()));
+                // Opcode, code, message, NUL.
+                assert!(m.len() <= 512 - 5, "{} bytes", m.len());
+            }
+            other => panic!("{len}: {other:?}"),
+        }
+    }
+    // A long name in a deep path that the kernel walks: still cut.
+    let deep = "d/".repeat(3000) + "f";
+    let mut c = RawClient::new(server.addr);
+    c.read_request(&deep, &[]);
+    match c.expect(SHORT, "ERROR") {
+        Got::Error(_, m) => {
+            assert!(m.starts_with(&format!("{}…: ", &deep[..64])), "{m}");
+            assert!(m.len() < 200, "{} bytes", m.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    // An over-long mode is cut in its ERROR 4 too, and the packet stays within 512 bytes.
+    let mut c = RawClient::new(server.addr);
+    let mut request = b"\x00\x01f\x00".to_vec();
+    request.extend("m".repeat(3000).as_bytes());
+    request.push(0);
+    c.send_raw(&request);
+    match c.expect(SHORT, "ERROR 4") {
+        Got::Error(4, m) => {
+            assert_eq!(
+                m,
+                format!(
+                    "RRQ: mode \"{}…\" is not supported (use octet or netascii)",
+                    "m".repeat(64)
+                )
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -7,7 +7,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `labboot_dhcp_offers_total`, `labboot_dhcp_acks_total`, `labboot_dhcp_naks_total` | counter | |
+//! | `labboot_dhcp_offers_total`, `labboot_dhcp_acks_total`, `labboot_dhcp_naks_total`, `labboot_dhcp_pool_exhausted_total` | counter | |
 //! | `labboot_dhcp_leases` | gauge | |
 //! | `labboot_tftp_transfers_total` | counter | `outcome` (`ok`, `error`) |
 //! | `labboot_tftp_errors_total` (requests refused) | counter | |
@@ -323,6 +323,12 @@ pub fn render(
         Kind::Counter,
         "DHCPNAKs sent.",
         d.naks.get(),
+    );
+    w.single(
+        "labboot_dhcp_pool_exhausted_total",
+        Kind::Counter,
+        "DISCOVERs refused because the pool had no free address.",
+        d.pool_exhausted.get(),
     );
     w.single(
         "labboot_dhcp_leases",

@@ -14,6 +14,14 @@
 //! DISCOVER to [`Engine::handle`] again, which then offers the checked address, or probes the
 //! next one. The engine never waits: the socket loop runs probes as tasks and keeps serving.
 //!
+//! Pool exhaustion: before a DISCOVER is refused, the lease table takes back the address of the
+//! lease that expired longest ago (an unrequested OFFER after [`OFFER_HOLD_SECS`], a bound lease
+//! after its lease time) and declined addresses whose rest ended ([`LeaseTable::allocate`]);
+//! a DECLINEd address still resting is not given out. A refusal is one
+//! [`Ignored::PoolExhausted`] for the server to count, and a warning naming the pool, at most
+//! one per [`LOG_INTERVAL`] of the request clock, with the number of DISCOVERs refused since the
+//! previous one.
+//!
 //! Lease events ([`super::events`]): an ACK, RELEASE or DECLINE comes with the
 //! [`LeaseEvent`] the server publishes once `commit` is durable ([`Outcome::event`]);
 //! [`Engine::expired`] finds the bound leases whose end passed since it last looked.
@@ -21,7 +29,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Message, MessageType};
 
@@ -32,6 +40,7 @@ use super::events::{LeaseEvent, LeaseEventKind};
 use super::leases::{Lease, LeaseState, LeaseTable};
 use super::reply::{self, Grant};
 use super::store::{LeaseRecord, StoredLease};
+use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
 /// How long an OFFERed address stays reserved for the client's REQUEST, in seconds.
 pub const OFFER_HOLD_SECS: u64 = 60;
@@ -136,6 +145,8 @@ pub struct Engine {
     probing: HashMap<Ipv4Addr, (ClientKey, u64)>,
     /// Up to when (Unix seconds) expired leases were reported by [`Engine::expired`].
     swept_to: Option<u64>,
+    /// Warnings about DISCOVERs refused for want of an address.
+    exhausted: LogThrottle,
 }
 
 impl std::fmt::Debug for Engine {
@@ -164,6 +175,7 @@ impl Engine {
             leases,
             probing: HashMap::new(),
             swept_to: None,
+            exhausted: LogThrottle::new(LOG_INTERVAL),
         }
     }
 
@@ -367,9 +379,10 @@ impl Engine {
         let key = info.key();
         let binding = self.binding(info);
         self.warn_conflicts(info, &key, now);
-        let ip = self
-            .choose_address(info, &key, &binding, now)
-            .ok_or(Ignored::PoolExhausted)?;
+        let Some(ip) = self.choose_address(info, &key, &binding, now) else {
+            self.warn_exhausted(info, now);
+            return Err(Ignored::PoolExhausted);
+        };
         let probe = self.needs_probe(ip, &key, &binding, now)?;
         let keep_bound = self
             .leases
@@ -420,6 +433,31 @@ impl Engine {
             probe: None,
             event: None,
         })
+    }
+
+    /// Logs a refused DISCOVER, throttled: the pool, what holds its addresses, and how many
+    /// DISCOVERs were refused since the last warning.
+    fn warn_exhausted(&mut self, info: &ClientInfo, now: u64) {
+        let Some(refused) = self.exhausted.hit(Duration::from_secs(now)) else {
+            return;
+        };
+        let pool = self.settings.pool();
+        let (mut bound, mut offered) = (0, 0);
+        for l in self.leases.iter().filter(|l| pool.contains(l.ip)) {
+            match l.state {
+                LeaseState::Bound => bound += 1,
+                LeaseState::Offered => offered += 1,
+            }
+        }
+        let resting = self.leases.resting_len();
+        tracing::warn!(
+            "dhcp: pool {pool} is exhausted ({} addresses: {bound} leased, {offered} offered, \
+             {resting} declined and resting); DISCOVERs refused since the last warning: {refused}, \
+             the latest from {} id={}",
+            pool.len(),
+            info.mac,
+            info.id_for_log()
+        );
     }
 
     /// Whether `ip` must be ping-checked before it is offered to `key`: the check is on, the

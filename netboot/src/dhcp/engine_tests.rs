@@ -435,6 +435,99 @@ fn pool_exhaustion_and_reuse_of_expired_leases() {
     assert_eq!(e.leases().len(), 4);
 }
 
+/// DECLINEs `ip`, held by `mac`.
+fn decline(e: &mut Engine, mac: [u8; 6], ip: Ipv4Addr, now: SystemTime) {
+    let dec = packet(
+        mac,
+        MessageType::Decline,
+        vec![DhcpOption::RequestedIpAddress(ip)],
+    );
+    e.handle(&dec, now).expect("DECLINE of a held address");
+}
+
+/// The offered address, or why there is none.
+fn offer(e: &mut Engine, mac: [u8; 6], now: SystemTime) -> Result<Ipv4Addr, Ignored> {
+    let o = e.handle(&packet(mac, MessageType::Discover, vec![]), now)?;
+    Ok(reply(&o).0.yiaddr())
+}
+
+#[test]
+fn a_full_pool_takes_back_expired_offers_expired_leases_and_rested_declines() {
+    let lt = u64::from(DEFAULT_LEASE_TIME);
+    let mut e = engine(config());
+    // 10.0.0.100: bound to mac 1 until lt.
+    assert_eq!(dora(&mut e, mac(1), vec![], at(0)), ip(100));
+    // 10.0.0.101: offered to mac 2, never requested.
+    assert_eq!(offer(&mut e, mac(2), at(0)), Ok(ip(101)));
+    // 10.0.0.102: declined by mac 3 at 1, so it rests until 1 + lt.
+    assert_eq!(dora(&mut e, mac(3), vec![], at(1)), ip(102));
+    decline(&mut e, mac(3), ip(102), at(1));
+    // 10.0.0.103: bound to mac 4 until 2 + lt.
+    assert_eq!(dora(&mut e, mac(4), vec![], at(2)), ip(103));
+    assert_eq!(e.leases().free_len(), 0);
+    assert_eq!(e.leases().resting_len(), 1);
+
+    // Nothing has expired yet: full.
+    assert_eq!(offer(&mut e, mac(5), at(10)), Err(Ignored::PoolExhausted));
+    // The unrequested offer is taken back after the hold time.
+    let t = OFFER_HOLD_SECS + 1;
+    assert_eq!(dora(&mut e, mac(5), vec![], at(t)), ip(101));
+    assert!(e.leases().get(&ClientKey::Mac(MacAddr(mac(2)))).is_none());
+    assert_eq!(offer(&mut e, mac(6), at(t)), Err(Ignored::PoolExhausted));
+    // The declined address still rests at lt, but mac 1's lease has ended.
+    assert_eq!(dora(&mut e, mac(6), vec![], at(lt)), ip(100));
+    assert!(e.leases().get(&ClientKey::Mac(MacAddr(mac(1)))).is_none());
+    assert_eq!(offer(&mut e, mac(7), at(lt)), Err(Ignored::PoolExhausted));
+    // Its rest over, the declined address goes to the next client.
+    assert_eq!(dora(&mut e, mac(7), vec![], at(lt + 1)), ip(102));
+    assert_eq!(e.leases().resting_len(), 0);
+    // Every address is held by a live lease now: full again.
+    assert_eq!(
+        offer(&mut e, mac(8), at(lt + 1)),
+        Err(Ignored::PoolExhausted)
+    );
+    assert_eq!(e.leases().len(), 4);
+}
+
+#[test]
+fn refused_discovers_are_warned_about_once_a_minute_with_their_count() {
+    let mut e = engine(config());
+    for n in 1..=4 {
+        dora(&mut e, mac(n), vec![], at(0));
+    }
+    let (_, lines) = crate::testlog::capture(|| {
+        // A flood of DISCOVERs from 100 MACs within a second, then one a minute later.
+        for n in 0..100u8 {
+            assert_eq!(
+                offer(&mut e, mac(100 + n), at(1)),
+                Err(Ignored::PoolExhausted)
+            );
+        }
+        assert_eq!(offer(&mut e, mac(99), at(60)), Err(Ignored::PoolExhausted));
+        assert_eq!(offer(&mut e, mac(98), at(61)), Err(Ignored::PoolExhausted));
+    });
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("exhausted")).collect();
+    assert_eq!(warnings.len(), 2, "{lines:#?}");
+    let first = warnings[0];
+    assert!(first.starts_with("WARN"), "{first}");
+    assert!(
+        first.contains(
+            "dhcp: pool 10.0.0.100-10.0.0.103 is exhausted (4 addresses: 4 leased, 0 offered, \
+             0 declined and resting); DISCOVERs refused since the last warning: 1, the latest \
+             from 52:54:00:00:00:64"
+        ),
+        "{first}"
+    );
+    // The 99 DISCOVERs of the flood after the first, the one at 60 s, and this one.
+    assert!(
+        warnings[1].contains(
+            "DISCOVERs refused since the last warning: 101, the latest from 52:54:00:00:00:62"
+        ),
+        "{}",
+        warnings[1]
+    );
+}
+
 #[test]
 fn restored_leases_are_honoured() {
     let mut e = engine(config());

@@ -204,6 +204,12 @@ impl LeaseTable {
     pub fn free_len(&self) -> usize {
         self.free.len()
     }
+
+    /// Number of declined addresses held out of use (their rest may have ended; they return to
+    /// the free set when an allocation finds nothing else).
+    pub fn resting_len(&self) -> usize {
+        self.declined.len()
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@
 //! records. Every [`EXPIRY_SWEEP`] the loop asks [`Engine::expired`] for leases that ran out
 //! and publishes those too.
 //!
+//! A DISCOVER left unanswered because the pool is full is counted in
+//! [`METRICS`]`.dhcp.pool_exhausted`; the engine logs it, throttled ([`super::engine`]).
+//!
 //! Ping-check (opt-in): when the engine answers a DISCOVER with
 //! [`Outcome::probe`](super::engine::Outcome::probe), the loop
 //! spawns the ICMP probe ([`Pinger::probe`]) as a task and goes on serving; other clients never
@@ -42,7 +45,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use super::config::DhcpSettings;
-use super::engine::{unix_secs, Acked, Destination, Engine};
+use super::engine::{unix_secs, Acked, Destination, Engine, Ignored};
 use super::events::{self, LeaseEvent, EXPIRY_SWEEP};
 use super::ping::Pinger;
 use super::reply::encode_into;
@@ -373,7 +376,13 @@ impl Server {
                     }
                 }
             }
-            Err(why) => tracing::debug!("dhcp: no reply to {src} xid {:#010x}: {why}", msg.xid()),
+            Err(why) => {
+                if why == Ignored::PoolExhausted {
+                    // The engine logs these itself, throttled.
+                    METRICS.dhcp.pool_exhausted.inc();
+                }
+                tracing::debug!("dhcp: no reply to {src} xid {:#010x}: {why}", msg.xid())
+            }
         }
     }
 

@@ -27,6 +27,11 @@ pub struct NbdConfig {
     /// Connections served at once; further ones are closed right after accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections from one client address that may be in the handshake (connected, no export
+    /// selected yet) at once; further ones from that address are closed right after accept, so
+    /// a client that never finishes handshakes cannot hold every connection slot.
+    #[serde(default = "default_max_handshakes_per_client")]
+    pub max_handshakes_per_client: usize,
     /// Bytes of one `cow` connection's overlay kept in memory before spilling to a temp file.
     #[serde(default = "default_cow_memory_bytes")]
     pub cow_memory_bytes: u64,
@@ -63,6 +68,9 @@ fn default_listen() -> SocketAddr {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_handshakes_per_client() -> usize {
+    16
+}
 fn default_cow_memory_bytes() -> u64 {
     64 << 20
 }
@@ -79,6 +87,7 @@ impl Default for NbdConfig {
             listen: default_listen(),
             exports: Vec::new(),
             max_connections: default_max_connections(),
+            max_handshakes_per_client: default_max_handshakes_per_client(),
             cow_memory_bytes: default_cow_memory_bytes(),
             cow_limit_bytes: default_cow_limit_bytes(),
             cow_spill_dir: None,
@@ -137,6 +146,7 @@ pub struct NbdSettings {
     listen: SocketAddr,
     exports: Vec<ExportSpec>,
     max_connections: usize,
+    max_handshakes_per_client: usize,
     overlay: OverlayLimits,
 }
 
@@ -146,6 +156,12 @@ impl TryFrom<NbdConfig> for NbdSettings {
     fn try_from(c: NbdConfig) -> Result<Self, ConfigError> {
         if c.max_connections == 0 {
             return Err(bad("max_connections", "must be at least 1, got 0"));
+        }
+        if c.max_handshakes_per_client == 0 {
+            return Err(bad(
+                "max_handshakes_per_client",
+                "must be at least 1, got 0",
+            ));
         }
         let min = BLOCK + ENTRY_COST;
         if c.cow_limit_bytes < min {
@@ -209,6 +225,7 @@ impl TryFrom<NbdConfig> for NbdSettings {
             listen: c.listen,
             exports,
             max_connections: c.max_connections,
+            max_handshakes_per_client: c.max_handshakes_per_client,
             overlay: OverlayLimits {
                 memory: c.cow_memory_bytes,
                 total: c.cow_limit_bytes,
@@ -230,6 +247,10 @@ impl NbdSettings {
     /// Connections served at once.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+    /// Connections from one client address in the handshake at once.
+    pub fn max_handshakes_per_client(&self) -> usize {
+        self.max_handshakes_per_client
     }
     /// Limits of each `cow` connection's overlay.
     pub fn overlay(&self) -> &OverlayLimits {
@@ -257,6 +278,14 @@ mod tests {
         assert_eq!(s.overlay().memory, 1 << 20);
         assert_eq!(s.overlay().total, 4 << 30);
         assert_eq!(s.max_connections(), 1024);
+        assert_eq!(s.max_handshakes_per_client(), 16);
+        let c: NbdConfig = serde_yaml_ng::from_str("max_handshakes_per_client: 2\n").unwrap();
+        assert_eq!(
+            NbdSettings::try_from(c)
+                .unwrap()
+                .max_handshakes_per_client(),
+            2
+        );
     }
 
     #[test]
@@ -288,6 +317,13 @@ mod tests {
                     ..NbdConfig::default()
                 },
                 "nbd.max_connections must be at least 1, got 0",
+            ),
+            (
+                NbdConfig {
+                    max_handshakes_per_client: 0,
+                    ..NbdConfig::default()
+                },
+                "nbd.max_handshakes_per_client must be at least 1, got 0",
             ),
             (
                 NbdConfig {

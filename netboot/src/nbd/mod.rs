@@ -24,7 +24,8 @@
 //!   ENOSPC at its limit);
 //! * [`table`]: the run-time [`ExportTable`]; removing an export closes its connections;
 //! * [`config`]: [`NbdConfig`] (the `nbd:` YAML section) → [`NbdSettings`];
-//! * [`server`]: [`NbdServer`], the accept loop and per-connection handshake tasks;
+//! * [`server`]: [`NbdServer`], the accept loop (connection cap, and a cap per client address
+//!   on connections still in the handshake) and per-connection handshake tasks;
 //! * `transmit`: the transmission phase on each connection's worker threads (zero-copy reads).
 //!
 //! Deliberately left out: oldstyle negotiation, TLS (the lab network is trusted and closed),

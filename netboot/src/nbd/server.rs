@@ -11,14 +11,22 @@
 //! without reading replies stalls itself, not the server. Sockets get `TCP_NODELAY`: replies are
 //! whole messages and a client waits for each one.
 //!
+//! Limits at accept: at most [`NbdSettings::max_connections`] connections at once, and at most
+//! [`NbdSettings::max_handshakes_per_client`] of one client address in the handshake (connected,
+//! no export selected yet; each handshake ends after [`HANDSHAKE_TIMEOUT`] at the latest), so a
+//! client that opens connections and never negotiates cannot take every slot from the boards.
+//! A connection over either limit is closed at once; the warnings about them are throttled
+//! ([`crate::throttle`]), one a minute per limit, with the number refused meanwhile.
+//!
 //! Shutdown: [`NbdServer::run`] stops accepting when its shutdown future completes, closes every
 //! connection, waits up to [`SHUTDOWN_GRACE`] for their tasks, and returns. Removing an export
 //! from the [`ExportTable`] closes that export's connections the same way.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -35,6 +43,7 @@ use super::export::{Backend, Export};
 use super::handshake::{greeting, Handshake, HandshakeError, Progress, Selected};
 use super::table::ExportTable;
 use crate::error::ServerError;
+use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
 /// How long shutdown waits for connections to close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -146,7 +155,11 @@ impl NbdServer {
             self.shared.table.names().len()
         );
         let max = self.shared.settings.max_connections();
+        let per_client = self.shared.settings.max_handshakes_per_client();
         let permits = Arc::new(Semaphore::new(max));
+        let handshaking = Handshaking::default();
+        let mut full = LogThrottle::new(LOG_INTERVAL);
+        let mut busy_client = LogThrottle::new(LOG_INTERVAL);
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -162,14 +175,32 @@ impl NbdServer {
                 }
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
+                        let ip = peer.ip().to_canonical();
+                        let Some(slot) = handshaking.enter(ip, per_client) else {
+                            if let Some(n) = busy_client.hit_now() {
+                                tracing::warn!(
+                                    client = %peer,
+                                    "nbd: refused connection: {per_client} connections from {ip} \
+                                     are in the handshake already \
+                                     (max_handshakes_per_client); {n} refused for this since the last warning"
+                                );
+                            }
+                            continue;
+                        };
                         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                            tracing::warn!(client = %peer, "nbd: refused connection: {max} connections open");
+                            if let Some(n) = full.hit_now() {
+                                tracing::warn!(
+                                    client = %peer,
+                                    "nbd: refused connection: {max} connections open \
+                                     (max_connections); {n} refused for this since the last warning"
+                                );
+                            }
                             continue;
                         };
                         let shared = Arc::clone(&self.shared);
                         let stop = stop.child_token();
                         tasks.spawn(async move {
-                            serve(&shared, stream, peer, stop).await;
+                            serve(&shared, stream, peer, slot, stop).await;
                             drop(permit);
                         });
                     }
@@ -198,8 +229,58 @@ impl NbdServer {
     }
 }
 
-/// One connection from accept to close; every way it ends is logged.
-async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+/// Connections in the handshake, per client address.
+#[derive(Debug, Clone, Default)]
+struct Handshaking(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection in the handshake; counted out when dropped.
+#[derive(Debug)]
+struct HandshakeSlot {
+    handshaking: Handshaking,
+    ip: IpAddr,
+}
+
+impl Handshaking {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a new connection from `ip`, unless `max` of its connections hold one.
+    fn enter(&self, ip: IpAddr, max: usize) -> Option<HandshakeSlot> {
+        let mut map = self.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot {
+            handshaking: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut map = self.handshaking.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// One connection from accept to close; every way it ends is logged. `slot` counts it among
+/// its client's handshakes until an export is selected.
+async fn serve(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: HandshakeSlot,
+    stop: CancellationToken,
+) {
     let _counted = crate::metrics::METRICS.nbd.connection();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(client = %peer, "nbd: cannot set TCP_NODELAY: {e}");
@@ -224,6 +305,7 @@ async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, stop: Cance
         }
         Ok(Ok(Some(s))) => s,
     };
+    drop(slot);
     let name = selected.name.clone();
     let Some(attachment) = shared.table.attach(&name, peer.ip().to_canonical()) else {
         tracing::warn!(client = %peer, export = %name, "nbd: export removed during the handshake");

@@ -37,6 +37,10 @@ async fn start(exports: Vec<Export>, cow_limit: u64) -> Running {
         cow_limit_bytes: cow_limit,
         ..NbdConfig::default()
     };
+    start_with(exports, config).await
+}
+
+async fn start_with(exports: Vec<Export>, config: NbdConfig) -> Running {
     let server = NbdServer::new(NbdSettings::try_from(config).unwrap()).unwrap();
     let table = server.table();
     for e in exports {
@@ -101,7 +105,11 @@ fn option(code: u32, data: &[u8]) -> Vec<u8> {
 impl Client {
     /// Greets, optionally negotiates structured replies, and sends GO for `name`.
     async fn go(addr: SocketAddr, name: &str, structured: bool) -> Result<Client, u32> {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        Client::go_on(TcpStream::connect(addr).await.unwrap(), name, structured).await
+    }
+
+    /// [`Client::go`] on a connected socket.
+    async fn go_on(mut s: TcpStream, name: &str, structured: bool) -> Result<Client, u32> {
         let mut greeting = [0u8; 18];
         s.read_exact(&mut greeting).await.unwrap();
         assert_eq!(&greeting[..16], b"NBDMAGICIHAVEOPT");
@@ -413,5 +421,97 @@ async fn spliced_and_copied_reads_carry_the_same_bytes() {
             assert!(c.closed().await);
         }
     }
+    server.stop().await;
+}
+
+/// A connection to `addr` from `ip` (127.0.0.x are distinct client addresses on Linux loopback).
+async fn connect_from(ip: &str, addr: SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    s.connect(addr).await.unwrap()
+}
+
+/// What a client sees first: the greeting, or the server closing the connection.
+async fn first_bytes(s: &mut TcpStream) -> Option<[u8; 18]> {
+    let mut greeting = [0u8; 18];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut greeting))
+        .await
+        .expect("the greeting or a close within 5 s");
+    read.ok().map(|_| greeting)
+}
+
+#[tokio::test]
+async fn idle_handshakes_of_one_address_cannot_take_every_slot() {
+    let log = crate::testlog::Captured::start();
+    let f = image(4096);
+    let config = NbdConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 12,
+        max_handshakes_per_client: 4,
+        ..NbdConfig::default()
+    };
+    let server = start_with(
+        vec![Export::open("ro", f.path(), ExportMode::ReadOnly).unwrap()],
+        config,
+    )
+    .await;
+    // 127.0.0.1 opens 20 connections and never negotiates: 4 get the greeting, the other 16
+    // are closed at once (without the cap, the first 12 would hold every slot).
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(connect_from("127.0.0.1", server.addr).await);
+    }
+    let mut greeted = 0;
+    for s in &mut idle {
+        if let Some(g) = first_bytes(s).await {
+            assert_eq!(&g[..16], b"NBDMAGICIHAVEOPT");
+            greeted += 1;
+        }
+    }
+    assert_eq!(greeted, 4);
+    // While those wait, 127.0.0.2 negotiates 6 connections (more than its handshake cap: a
+    // connection in transmission no longer counts) and reads through each.
+    let mut boards = Vec::new();
+    for _ in 0..6 {
+        let s = connect_from("127.0.0.2", server.addr).await;
+        boards.push(
+            Client::go_on(s, "ro", true)
+                .await
+                .expect("a real handshake"),
+        );
+    }
+    for (i, c) in boards.iter_mut().enumerate() {
+        c.send(CMD_READ, 0, i as u64, 100, 8, &[]).await;
+        assert_eq!(c.reply(8).await, (i as u64, 0, expected(100, 8)));
+    }
+    // The refusals were logged once (throttled), naming the address and the cap.
+    let refusals: Vec<String> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("in the handshake already"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert!(
+        refusals[0].starts_with("WARN")
+            && refusals[0].contains("4 connections from 127.0.0.1 are in the handshake already"),
+        "{}",
+        refusals[0]
+    );
+    // An idle connection that leaves frees its address's slot.
+    drop(idle);
+    let mut again = connect_from("127.0.0.1", server.addr).await;
+    let mut greeted = first_bytes(&mut again).await;
+    for _ in 0..50 {
+        if greeted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        again = connect_from("127.0.0.1", server.addr).await;
+        greeted = first_bytes(&mut again).await;
+    }
+    assert!(
+        greeted.is_some(),
+        "127.0.0.1 is served again once its idle connections left"
+    );
     server.stop().await;
 }

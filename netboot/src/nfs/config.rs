@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,10 +23,24 @@ pub struct NfsConfig {
     /// Exports served from the start; more can be added at run time.
     #[serde(default)]
     pub exports: Vec<ExportConfig>,
+    /// TCP connections served at once (each on a thread of its own). At the cap, a new
+    /// connection closes the one idle the longest, as the Linux server does.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection may stay without a call (none received, none running) before the
+    /// server closes it; clients reconnect when they next need the server.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 2049))
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_idle_timeout_secs() -> u64 {
+    300
 }
 
 impl Default for NfsConfig {
@@ -34,6 +49,8 @@ impl Default for NfsConfig {
             listen: default_listen(),
             portmap: None,
             exports: Vec::new(),
+            max_connections: default_max_connections(),
+            idle_timeout_secs: default_idle_timeout_secs(),
         }
     }
 }
@@ -243,12 +260,20 @@ pub struct NfsSettings {
     listen: SocketAddr,
     portmap: Option<SocketAddr>,
     exports: Vec<ExportSpec>,
+    max_connections: usize,
+    idle_timeout: Duration,
 }
 
 impl TryFrom<NfsConfig> for NfsSettings {
     type Error = ConfigError;
 
     fn try_from(c: NfsConfig) -> Result<NfsSettings, ConfigError> {
+        if c.max_connections == 0 {
+            return Err(bad("max_connections".into(), "must be at least 1, got 0"));
+        }
+        if c.idle_timeout_secs == 0 {
+            return Err(bad("idle_timeout_secs".into(), "must be at least 1, got 0"));
+        }
         let mut exports: Vec<ExportSpec> = Vec::new();
         for (i, e) in c.exports.iter().enumerate() {
             let field = format!("exports[{i}]");
@@ -265,6 +290,8 @@ impl TryFrom<NfsConfig> for NfsSettings {
             listen: c.listen,
             portmap: c.portmap,
             exports,
+            max_connections: c.max_connections,
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs),
         })
     }
 }
@@ -281,6 +308,14 @@ impl NfsSettings {
     /// Exports served from the start.
     pub fn exports(&self) -> &[ExportSpec] {
         &self.exports
+    }
+    /// TCP connections served at once, per listener.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+    /// How long a connection may stay without a call before it is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 }
 
@@ -305,6 +340,28 @@ mod tests {
         assert!(!s.exports()[1].allows("10.0.1.9".parse().unwrap()));
         assert!(s.exports()[0].allows("192.0.2.1".parse().unwrap()));
         assert_eq!(s.portmap(), Some("127.0.0.1:111".parse().unwrap()));
+        assert_eq!(s.max_connections(), 1024);
+        assert_eq!(s.idle_timeout(), Duration::from_secs(300));
+        let c: NfsConfig =
+            serde_yaml_ng::from_str("max_connections: 8\nidle_timeout_secs: 60\n").unwrap();
+        let s = NfsSettings::try_from(c).unwrap();
+        assert_eq!(
+            (s.max_connections(), s.idle_timeout()),
+            (8, Duration::from_secs(60))
+        );
+        for (yaml, want) in [
+            (
+                "max_connections: 0\n",
+                "nfs.max_connections must be at least 1, got 0",
+            ),
+            (
+                "idle_timeout_secs: 0\n",
+                "nfs.idle_timeout_secs must be at least 1, got 0",
+            ),
+        ] {
+            let c: NfsConfig = serde_yaml_ng::from_str(yaml).unwrap();
+            assert_eq!(NfsSettings::try_from(c).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

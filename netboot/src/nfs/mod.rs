@@ -6,6 +6,9 @@
 //! * Removing an export closes every TCP connection on which a call resolved into it (a MOUNT
 //!   that found it, or an NFS call whose file handle named it); [`conns`] has the exact rule.
 //! * [`NfsConfig`] / [`NfsSettings`] are the `nfs:` YAML section and its checked form.
+//! * Connections that never call cannot lock clients out: at `max_connections` a new connection
+//!   replaces the one idle the longest, and one without a call for `idle_timeout_secs` is
+//!   closed ([`server`] has the rules).
 //!
 //! **Why not nfsserve or nfs3_server.** The design card named nfsserve 0.11; its maintained fork
 //! nfs3_server 0.11.1 fixes two of its gaps (the handle generation can be fixed, so handles can

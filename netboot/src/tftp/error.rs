@@ -3,10 +3,43 @@
 //! Resolvers and path confinement return [`TftpError`] rather than `io::Error` so that the code the
 //! client receives (1 not found, 2 access violation, …) is decided where the reason is known, not
 //! guessed later from an errno.
+//!
+//! A client chooses the file name, and a request may be up to 64 KiB: names are never echoed
+//! whole. Messages show at most [`NAME_SHOWN_CHARS`] characters of a name ([`shown`]), and
+//! [`TftpError::to_packet`] cuts any message so that the ERROR packet stays within the 512
+//! bytes of RFC 1350.
 
+use std::borrow::Cow;
 use std::io;
 
 use super::packet::{ErrorCode, Packet};
+
+/// Characters of a client-chosen name shown in messages and logs; longer names are cut, with "…".
+pub const NAME_SHOWN_CHARS: usize = 64;
+
+/// Bytes of an ERROR packet's message: 512 bytes less the opcode, the code and the final NUL.
+pub const MAX_MESSAGE_BYTES: usize = 512 - 5;
+
+/// `name` as messages and logs show it: whole up to [`NAME_SHOWN_CHARS`] characters, else its
+/// first [`NAME_SHOWN_CHARS`] characters and "…".
+pub fn shown(name: &str) -> Cow<'_, str> {
+    match name.char_indices().nth(NAME_SHOWN_CHARS) {
+        None => Cow::Borrowed(name),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &name[..cut])),
+    }
+}
+
+/// `message` cut on a character boundary to at most `max` bytes, "…" included when cut.
+fn cut_bytes(message: &str, max: usize) -> Cow<'_, str> {
+    if message.len() <= max {
+        return Cow::Borrowed(message);
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &message[..end]))
+}
 
 /// A failed request: the TFTP error code and the message sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,8 +75,10 @@ impl TftpError {
         Self::new(ErrorCode::IllegalOperation, message)
     }
 
-    /// Maps an I/O error on `what` to the code a client understands.
+    /// Maps an I/O error on `what` (a name, cut as [`shown`] does) to the code a client
+    /// understands.
     pub fn from_io(what: &str, err: &io::Error) -> Self {
+        let what = shown(what);
         match err.kind() {
             io::ErrorKind::NotFound => Self::not_found(format!("{what}: file not found")),
             io::ErrorKind::PermissionDenied => {
@@ -60,11 +95,12 @@ impl TftpError {
         }
     }
 
-    /// The ERROR packet for this error.
+    /// The ERROR packet for this error, its message cut to [`MAX_MESSAGE_BYTES`] so that the
+    /// packet is at most 512 bytes.
     pub fn to_packet(&self) -> Packet<'static> {
         Packet::Error {
             code: self.code,
-            message: self.message.clone(),
+            message: cut_bytes(&self.message, MAX_MESSAGE_BYTES).into_owned(),
         }
     }
 }
@@ -86,5 +122,35 @@ mod tests {
         let e = TftpError::from_io("a", &other);
         assert_eq!(e.code, ErrorCode::NotDefined);
         assert_eq!(e.message, "a: boom");
+    }
+
+    #[test]
+    fn long_names_are_cut() {
+        assert_eq!(shown("short.bin"), "short.bin");
+        let exact = "é".repeat(NAME_SHOWN_CHARS);
+        assert_eq!(shown(&exact), exact);
+        let long = format!("{exact}x");
+        assert_eq!(shown(&long), format!("{exact}…"));
+        let e = TftpError::from_io(&"a".repeat(5000), &io::Error::other("boom"));
+        assert_eq!(
+            e.message,
+            format!("{}…: boom", "a".repeat(NAME_SHOWN_CHARS))
+        );
+    }
+
+    #[test]
+    fn error_packets_stay_within_512_bytes() {
+        for message in ["x".repeat(507), "x".repeat(508), "€".repeat(1000)] {
+            let bytes = TftpError::not_found(message.clone()).to_packet().to_bytes();
+            assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+            let Ok(Packet::Error { message: sent, .. }) = Packet::parse(&bytes) else {
+                panic!("not an ERROR packet");
+            };
+            if message.len() <= MAX_MESSAGE_BYTES {
+                assert_eq!(sent, message);
+            } else {
+                assert!(sent.ends_with('…') && message.starts_with(sent.trim_end_matches('…')));
+            }
+        }
     }
 }

@@ -179,7 +179,7 @@ pub enum PacketError {
         field: &'static str,
     },
     /// The mode is not octet or netascii.
-    #[error("{packet}: mode {mode:?} is not supported (use octet or netascii)")]
+    #[error("{packet}: mode {:?} is not supported (use octet or netascii)", super::error::shown(.mode))]
     UnsupportedMode {
         /// Packet kind.
         packet: &'static str,
@@ -187,7 +187,7 @@ pub enum PacketError {
         mode: String,
     },
     /// An option name without a value.
-    #[error("{packet}: option {name:?} has no value")]
+    #[error("{packet}: option {:?} has no value", super::error::shown(.name))]
     OptionWithoutValue {
         /// Packet kind.
         packet: &'static str,

@@ -69,6 +69,12 @@ impl RequestPath {
         &self.normalized
     }
 
+    /// The path as messages and logs show it: cut after
+    /// [`NAME_SHOWN_CHARS`](super::error::NAME_SHOWN_CHARS) characters, with "…".
+    pub fn shown(&self) -> std::borrow::Cow<'_, str> {
+        super::error::shown(&self.normalized)
+    }
+
     /// The components, in order.
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.normalized.split('/')

@@ -64,8 +64,9 @@ impl DirResolver {
 impl Resolver for DirResolver {
     fn open(&self, client: SocketAddr, path: &RequestPath) -> Result<Content, TftpError> {
         let file = open_confined(&self.root, path, client)?;
-        Content::from_file(file)
-            .map_err(|_| TftpError::access_violation(format!("{path}: not a regular file")))
+        Content::from_file(file).map_err(|_| {
+            TftpError::access_violation(format!("{}: not a regular file", path.shown()))
+        })
     }
 }
 
@@ -88,12 +89,13 @@ pub(crate) fn open_confined(
     if !real.starts_with(root) {
         tracing::warn!(
             %client,
-            path = %path,
+            path = %path.shown(),
             target = %real.display(),
             "tftp: refused a path that leaves the root through a symlink"
         );
         return Err(TftpError::access_violation(format!(
-            "{path}: leaves the served directory"
+            "{}: leaves the served directory",
+            path.shown()
         )));
     }
     Ok(file)
@@ -193,7 +195,10 @@ impl Resolver for VirtualResolver {
         }
         match &self.fallback {
             Some(f) => f.open(client, path),
-            None => Err(TftpError::not_found(format!("{path}: file not found"))),
+            None => Err(TftpError::not_found(format!(
+                "{}: file not found",
+                path.shown()
+            ))),
         }
     }
 }

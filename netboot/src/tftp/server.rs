@@ -4,9 +4,22 @@
 //! The request socket only parses requests, confines names, enforces the transfer cap and spawns;
 //! it never opens a file, so one slow resolver cannot delay other clients. Each transfer binds its
 //! own socket on the same address with a new port (its TID, RFC 1350) and `connect`s it to the
-//! client: the kernel then drops datagrams from any other address (instead of us answering them
-//! with ERROR 5), and an ICMP "port unreachable" from a client that went away ends the transfer at
-//! once instead of after all retries. The protocol itself lives in [`super::transfer`] and
+//! client: the kernel then hands it the client's datagrams only, and an ICMP "port unreachable"
+//! from a client that went away ends the transfer at once instead of after all retries.
+//!
+//! Datagrams from any other address or port reach a second, unconnected socket bound to the
+//! same address and port (`SO_REUSEADDR` on both; for a datagram from the client the connected
+//! socket's exact match wins, so the data path never sees strays). The transfer's task answers
+//! them with ERROR 5 "unknown transfer ID" (RFC 1350 §4: "an error packet should be sent to the
+//! source of the incorrect packet, while not disturbing the transfer"), except ERROR packets,
+//! which get no answer so that two servers cannot play ping-pong; the transfer goes on. The
+//! warning about them is throttled ([`crate::throttle`]), one a minute for the whole server.
+//!
+//! Names chosen by clients appear in messages and logs cut to
+//! [`NAME_SHOWN_CHARS`](super::error::NAME_SHOWN_CHARS) characters, and every ERROR packet is at
+//! most 512 bytes ([`TftpError::to_packet`]).
+//!
+//! The protocol itself lives in [`super::transfer`] and
 //! [`super::receive`]; this file only moves bytes and keeps time. The data path of a read runs
 //! on a thread of its own with blocking calls ([`super::sender`] says why); the request socket
 //! and uploads stay on tokio.
@@ -28,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::TftpSettings;
 use super::content::{BlockReader, Content};
-use super::error::TftpError;
+use super::error::{shown, TftpError};
 use super::options::{negotiate, Direction, Negotiated};
 use super::packet::{ErrorCode, Mode, Packet, Request, DATA_HEADER_LEN};
 use super::path::RequestPath;
@@ -39,6 +52,7 @@ use super::transfer::{Outcome, ReadTransfer, Timing};
 use super::upload::{Upload, UploadDir};
 use crate::error::ServerError;
 use crate::metrics::METRICS;
+use crate::throttle::{SharedThrottle, LOG_INTERVAL};
 
 /// How long shutdown waits for transfers to send their final ERROR.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -58,6 +72,8 @@ struct Shared {
     settings: TftpSettings,
     resolver: Arc<dyn Resolver>,
     uploads: Option<UploadDir>,
+    /// Warnings about datagrams from foreign ports, over all transfers.
+    strays: SharedThrottle,
 }
 
 impl std::fmt::Debug for TftpServer {
@@ -77,6 +93,7 @@ impl TftpServer {
                 settings,
                 resolver: Arc::new(resolver),
                 uploads,
+                strays: SharedThrottle::new(LOG_INTERVAL),
             }),
         })
     }
@@ -220,18 +237,18 @@ impl RequestContext<'_> {
                 if e.code == ErrorCode::AccessViolation {
                     tracing::warn!(
                         client = %peer,
-                        filename = ?request.filename,
+                        filename = ?shown(&request.filename), len = request.filename.len(),
                         "tftp: refused {kind} request: {}", e.message
                     );
                 } else {
-                    tracing::info!(client = %peer, filename = ?request.filename, "tftp: {}", e.message);
+                    tracing::info!(client = %peer, filename = ?shown(&request.filename), len = request.filename.len(), "tftp: {}", e.message);
                 }
                 self.refuse(peer, &e).await;
                 return None;
             }
         };
         if write && self.shared.uploads.is_none() {
-            tracing::warn!(client = %peer, path = %path, "tftp: refused write request: writes are disabled");
+            tracing::warn!(client = %peer, path = %path.shown(), "tftp: refused write request: writes are disabled");
             self.refuse(
                 peer,
                 &TftpError::access_violation("writes are disabled on this server"),
@@ -241,7 +258,7 @@ impl RequestContext<'_> {
         }
         let Ok(permit) = Arc::clone(self.permits).try_acquire_owned() else {
             let max = self.shared.settings.max_transfers();
-            tracing::warn!(client = %peer, path = %path, "tftp: refused {kind} request: {max} transfers in progress");
+            tracing::warn!(client = %peer, path = %path.shown(), "tftp: refused {kind} request: {max} transfers in progress");
             self.refuse(
                 peer,
                 &TftpError::new(
@@ -299,17 +316,70 @@ fn is_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::ConnectionRefused
 }
 
+/// The sockets of one transfer: `data` connected to the client, `strays` on the same address
+/// and port for everything else (see the module doc).
+struct Sockets {
+    data: UdpSocket,
+    strays: UdpSocket,
+}
+
 impl Transfer {
-    /// The per-transfer socket: same local address, new port, connected to the client.
-    async fn socket(&self) -> io::Result<UdpSocket> {
+    /// The per-transfer sockets: same local address as the request socket, a new port.
+    ///
+    /// The data socket is bound without `SO_REUSEADDR`, so the kernel picks a port no other
+    /// transfer uses, and gets it only after the bind, so that the strays socket may share it.
+    fn sockets(&self) -> io::Result<Sockets> {
+        use socket2::{Domain, Protocol, Socket, Type};
         let ip = match (self.local_ip, self.peer.ip()) {
             (ip, _) if !ip.is_unspecified() => ip,
             (_, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             (_, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
-        let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        sock.connect(self.peer).await?;
-        Ok(sock)
+        let any_port = SocketAddr::new(ip, 0);
+        let new = || -> io::Result<Socket> {
+            let s = Socket::new(
+                Domain::for_address(any_port),
+                Type::DGRAM,
+                Some(Protocol::UDP),
+            )?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        };
+        let data = new()?;
+        data.bind(&any_port.into())?;
+        data.set_reuse_address(true)?;
+        let local = data
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("the transfer socket has no IP address"))?;
+        data.connect(&self.peer.into())?;
+        let strays = new()?;
+        strays.set_reuse_address(true)?;
+        strays.bind(&local.into())?;
+        Ok(Sockets {
+            data: UdpSocket::from_std(data.into())?,
+            strays: UdpSocket::from_std(strays.into())?,
+        })
+    }
+
+    /// Answers a datagram that reached the transfer's port from another address than the
+    /// client's with ERROR 5; ERROR packets get no answer. Logged throttled.
+    async fn on_stray(&self, strays: &UdpSocket, bytes: &[u8], from: SocketAddr) {
+        let is_error = matches!(bytes, [0, 5, ..]);
+        if !is_error {
+            let e = TftpError::new(ErrorCode::UnknownTransferId, "unknown transfer ID");
+            if let Err(e) = strays.send_to(&e.to_packet().to_bytes(), from).await {
+                tracing::debug!(client = %from, "tftp: could not send ERROR 5: {e}");
+            }
+        }
+        if let Some(n) = self.shared.strays.hit_now() {
+            tracing::warn!(
+                client = %self.peer, path = %self.path.shown(),
+                "tftp: a packet from {from}, not the transfer's client, reached the transfer's \
+                 port; {}; {n} such packets since the last warning",
+                if is_error { "an ERROR, not answered" } else { "answered ERROR 5 (unknown transfer ID)" }
+            );
+        }
     }
 
     fn timing(&self, neg: &Negotiated) -> Timing {
@@ -328,7 +398,7 @@ impl Transfer {
 
     async fn run_read(self) {
         let started = Instant::now();
-        let sock = match self.socket().await {
+        let Sockets { data: sock, strays } = match self.sockets() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %self.peer, "tftp: cannot open a transfer socket: {e}");
@@ -338,7 +408,7 @@ impl Transfer {
         let content = match self.open().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::info!(client = %self.peer, path = %self.path, "tftp: read refused: {}", e.message);
+                tracing::info!(client = %self.peer, path = %self.path.shown(), "tftp: read refused: {}", e.message);
                 self.send_error(&sock, &e).await;
                 return;
             }
@@ -350,7 +420,7 @@ impl Transfer {
             Direction::Read { size },
         );
         tracing::debug!(
-            client = %self.peer, path = %self.path, size,
+            client = %self.peer, path = %self.path.shown(), size,
             blksize = neg.blksize, window = neg.window, "tftp: read started"
         );
         let machine = ReadTransfer::new(
@@ -386,16 +456,28 @@ impl Transfer {
                 let _ = tx.send((machine, ended));
             });
         if let Err(e) = spawned {
-            tracing::warn!(client = %self.peer, path = %self.path, "tftp: cannot start a transfer thread: {e}");
+            tracing::warn!(client = %self.peer, path = %self.path.shown(), "tftp: cannot start a transfer thread: {e}");
             return;
         }
-        let Ok((machine, ended)) = rx.await else {
-            tracing::error!(client = %self.peer, path = %self.path, "tftp: the transfer thread panicked");
+        // Meanwhile, answer strays; the thread owns the data socket.
+        let mut rx = rx;
+        let mut buf = vec![0u8; 2048];
+        let done = loop {
+            tokio::select! {
+                done = &mut rx => break done,
+                r = strays.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.on_stray(&strays, &buf[..n], from).await,
+                    Err(e) => tracing::debug!(client = %self.peer, "tftp: receive of a stray failed: {e}"),
+                },
+            }
+        };
+        let Ok((machine, ended)) = done else {
+            tracing::error!(client = %self.peer, path = %self.path.shown(), "tftp: the transfer thread panicked");
             return;
         };
         let gone = ended.gone;
         if let Some(e) = ended.read_error {
-            tracing::warn!(path = %self.path, "tftp: read transfer failed: {e}");
+            tracing::warn!(path = %self.path.shown(), "tftp: read transfer failed: {e}");
         }
         let ms = started.elapsed().as_millis();
         let ok = !gone && matches!(machine.outcome(), Some(Outcome::Complete));
@@ -404,21 +486,21 @@ impl Transfer {
             .read_ended(ok, if ok { size } else { 0 }, machine.retransmitted());
         match (gone, machine.outcome()) {
             (true, _) => {
-                tracing::info!(client = %self.peer, path = %self.path, "tftp: read ended: client went away")
+                tracing::info!(client = %self.peer, path = %self.path.shown(), "tftp: read ended: client went away")
             }
             (_, Some(Outcome::Complete)) => tracing::info!(
-                client = %self.peer, path = %self.path, bytes = size, ms,
+                client = %self.peer, path = %self.path.shown(), bytes = size, ms,
                 blksize = neg.blksize, window = neg.window,
                 retransmitted = machine.retransmitted(), "tftp: sent"
             ),
             (_, Some(Outcome::ClientError { code, message })) => tracing::info!(
-                client = %self.peer, path = %self.path, "tftp: client ended the read: error {code} {message:?}"
+                client = %self.peer, path = %self.path.shown(), "tftp: client ended the read: error {code} {:?}", shown(message)
             ),
             (_, Some(Outcome::TimedOut)) => tracing::warn!(
-                client = %self.peer, path = %self.path, "tftp: read abandoned: client stopped answering"
+                client = %self.peer, path = %self.path.shown(), "tftp: read abandoned: client stopped answering"
             ),
             (_, Some(Outcome::Aborted(why))) => tracing::warn!(
-                client = %self.peer, path = %self.path, "tftp: read aborted: {why}"
+                client = %self.peer, path = %self.path.shown(), "tftp: read aborted: {why}"
             ),
             (_, None) => {}
         }
@@ -434,9 +516,9 @@ impl Transfer {
             let c = resolver.open(peer, &path)?;
             match mode {
                 Mode::Octet => Ok(c),
-                Mode::Netascii => c
-                    .to_netascii()
-                    .map_err(|e| TftpError::new(ErrorCode::NotDefined, format!("{path}: {e}"))),
+                Mode::Netascii => c.to_netascii().map_err(|e| {
+                    TftpError::new(ErrorCode::NotDefined, format!("{}: {e}", path.shown()))
+                }),
             }
         })
         .await
@@ -451,13 +533,14 @@ impl Transfer {
         let Some(uploads) = self.shared.uploads.clone() else {
             return;
         };
-        let sock = match self.socket().await {
+        let Sockets { data: sock, strays } = match self.sockets() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %self.peer, "tftp: cannot open a transfer socket: {e}");
                 return;
             }
         };
+        let mut stray_buf = vec![0u8; 2048];
         let neg = negotiate(
             &self.request.options,
             self.shared.settings.limits(),
@@ -487,7 +570,7 @@ impl Transfer {
         let mut upload = match created {
             Ok(u) => Some(u),
             Err(e) => {
-                tracing::info!(client = %self.peer, path = %self.path, "tftp: write refused: {}", e.message);
+                tracing::info!(client = %self.peer, path = %self.path.shown(), "tftp: write refused: {}", e.message);
                 self.send_error(&sock, &e).await;
                 return;
             }
@@ -545,7 +628,7 @@ impl Transfer {
                                 match res {
                                     Ok(()) => committed |= receipt.last,
                                     Err(e) => {
-                                        tracing::warn!(path = %self.path, "tftp: upload failed: {e}");
+                                        tracing::warn!(path = %self.path.shown(), "tftp: upload failed: {e}");
                                         reply = Some(machine.abort(TftpError::from_io(self.path.as_str(), &e)));
                                     }
                                 }
@@ -558,17 +641,21 @@ impl Transfer {
                     Err(e) => tracing::debug!(client = %self.peer, "tftp: receive failed: {e}"),
                 },
                 _ = &mut sleep => next = machine.on_timeout(now()),
+                r = strays.recv_from(&mut stray_buf) => match r {
+                    Ok((n, from)) => self.on_stray(&strays, &stray_buf[..n], from).await,
+                    Err(e) => tracing::debug!(client = %self.peer, "tftp: receive of a stray failed: {e}"),
+                },
             }
         }
         METRICS.tftp.write_ended(committed, machine.bytes());
         if committed {
             tracing::info!(
-                client = %self.peer, path = %self.path, bytes = machine.bytes(),
+                client = %self.peer, path = %self.path.shown(), bytes = machine.bytes(),
                 ms = started.elapsed().as_millis(), "tftp: received"
             );
         } else {
             tracing::warn!(
-                client = %self.peer, path = %self.path, outcome = ?machine.outcome(),
+                client = %self.peer, path = %self.path.shown(), outcome = ?machine.outcome(),
                 "tftp: upload not completed; nothing was kept"
             );
         }

@@ -55,14 +55,15 @@ impl UploadDir {
             .canonicalize()
             .map_err(|e| TftpError::from_io(path.as_str(), &e))?;
         if !real_parent.starts_with(&self.root) {
-            tracing::warn!(%client, path = %path, "tftp: refused an upload that leaves the upload root");
+            tracing::warn!(%client, path = %path.shown(), "tftp: refused an upload that leaves the upload root");
             return Err(TftpError::access_violation(format!(
-                "{path}: leaves the upload directory"
+                "{}: leaves the upload directory",
+                path.shown()
             )));
         }
-        let name = dest
-            .file_name()
-            .ok_or_else(|| TftpError::access_violation(format!("{path}: no file name")))?;
+        let name = dest.file_name().ok_or_else(|| {
+            TftpError::access_violation(format!("{}: no file name", path.shown()))
+        })?;
         let dest = real_parent.join(name);
         if dest.symlink_metadata().is_ok() {
             return Err(TftpError::from_io(
