@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use dispatcher::services::{LabServices, NbdMode, NbdTarget};
+use dispatcher::services::{ConsolePort, LabServices, NbdMode, NbdTarget};
 use netboot::dhcp::{DhcpConfig, DhcpSettings};
 use netboot::nbd::{Export, ExportMode, NbdConfig, NbdServer, NbdSettings};
 use netboot::nfs::{Access, ExportConfig as NfsExportConfig, NfsConfig, NfsServer, NfsSettings};
@@ -94,6 +94,15 @@ pub struct Services {
     nfs: Option<netboot::nfs::ExportTable>,
     nbd: Option<(netboot::nbd::ExportTable, u16)>,
     owned: Mutex<Vec<(String, Owned)>>,
+    consoles: Option<Arc<dyn ConsoleProvider>>,
+}
+
+/// Consoles kept open outside the job (`labboot serve`'s), lent to jobs through
+/// [`LabServices::console`].
+pub trait ConsoleProvider: Send + Sync {
+    /// The console of the board job `job_id` runs on; None when the provider keeps none for
+    /// it (the job then runs the device's connection command).
+    fn console(&self, job_id: &str) -> Option<dispatcher::Result<Box<dyn ConsolePort>>>;
 }
 
 enum Owned {
@@ -125,6 +134,8 @@ pub struct Hooks {
     pub master_export: Option<PathBuf>,
     /// Where DHCP publishes its lease events.
     pub lease_events: Option<tokio::sync::broadcast::Sender<netboot::dhcp::LeaseEvent>>,
+    /// The boards' consoles, lent to jobs instead of their connection commands.
+    pub consoles: Option<Arc<dyn ConsoleProvider>>,
 }
 
 type Task = tokio::task::JoinHandle<anyhow::Result<()>>;
@@ -274,6 +285,7 @@ impl Lab {
                 nfs: nfs_table,
                 nbd,
                 owned: Mutex::new(Vec::new()),
+                consoles: hooks.consoles.clone(),
             }),
             runtime: None,
             stop,
@@ -497,6 +509,10 @@ impl LabServices for Services {
             None => map.remove(board_id),
         };
         Ok(())
+    }
+
+    fn console(&self, job_id: &str) -> Option<dispatcher::Result<Box<dyn ConsolePort>>> {
+        self.consoles.as_ref()?.console(job_id)
     }
 
     fn release(&self, job_id: &str) -> dispatcher::Result<()> {

@@ -3,12 +3,15 @@
 //! The dispatcher knows nothing of sockets and the servers know nothing of jobs: a job asks
 //! through this trait for what it needs — its files on TFTP, an NFS or NBD export, the board's
 //! network boot script — and gives it all back at the end. `labboot dispatch` implements it
-//! with servers it starts in-process for one job; `labboot serve` with its long-running ones.
+//! with servers it starts in-process for one job; `labboot serve` with its long-running ones,
+//! and it also lends the job the board's console, which it keeps open all the time.
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use crate::error::Result;
+
+pub use crate::console::connection::{Chunk, ConsolePort};
 
 /// How an NBD export treats writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,4 +49,11 @@ pub trait LabServices: Send + Sync {
     fn set_boot_script(&self, board_id: &str, script: Option<&str>) -> Result<()>;
     /// Removes everything published for the job (TFTP files, exports); closes its connections.
     fn release(&self, job_id: &str) -> Result<()>;
+    /// The console of the board job `job_id` runs on, when the lab keeps it open itself
+    /// (`labboot serve`); `None` (the default) makes the job run the device's
+    /// `connection_command` as before. Called again after a console is closed for a retry.
+    fn console(&self, job_id: &str) -> Option<Result<Box<dyn ConsolePort>>> {
+        let _ = job_id;
+        None
+    }
 }

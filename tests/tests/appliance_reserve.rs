@@ -3,7 +3,6 @@
 //! a job wakes it; a reserved board boots its person's own kernel the network way.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -92,24 +91,21 @@ fn events(b: &serde_json::Value) -> String {
     b["events"].to_string()
 }
 
-/// The board's console read into a file for the whole test (the FIFO never fills up): the
-/// board's `console` script in a process group of its own, ended on drop.
+/// The board's console as the appliance logs it (`STATE_DIR/consoles/<board>.log`): the
+/// appliance keeps the line open itself, so the test reads its log instead of a second reader
+/// on the board's FIFO.
 struct ConsoleLog {
-    child: Child,
     file: PathBuf,
 }
 
 impl ConsoleLog {
     fn start(lab: &ApplianceLab) -> ConsoleLog {
-        use std::os::unix::process::CommandExt;
-        let file = lab.work.path().join("console.log");
-        let child = Command::new(lab.board.script("console"))
-            .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&file).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("start the board's console script");
-        ConsoleLog { child, file }
+        let file = lab
+            .work
+            .path()
+            .join("state/consoles")
+            .join(format!("{}.log", lab.board.board_id));
+        ConsoleLog { file }
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -137,14 +133,6 @@ impl ConsoleLog {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-    }
-}
-
-impl Drop for ConsoleLog {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group this struct's child leads.
-        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGTERM) };
-        let _ = self.child.wait();
     }
 }
 

@@ -6,8 +6,10 @@
 //! or `cannot reach the appliance at http://…: Connection refused (os error 111)`.
 //!
 //! `labboot job …` and `labboot board …` (in `cmd`) are built on it; [`table`] renders their
-//! plain-text output and [`Out`] writes it without panicking on a closed pipe.
+//! plain-text output and [`Out`] writes it without panicking on a closed pipe. [`console`] is
+//! the WebSocket client of a board's serial console (`labboot board console`).
 
+pub mod console;
 pub mod table;
 
 use std::collections::VecDeque;

@@ -1,10 +1,12 @@
 //! `labboot board …`: the boards of a running appliance, through its HTTP API
 //! (`appliance/API.md`): list and show them, approve unknown ones, switch their power and
-//! maintenance mode, reserve and release them, and boot one's own kernel on a reserved one.
+//! maintenance mode, reserve and release them, boot one's own kernel on a reserved one, and
+//! follow (or type on) a board's serial console.
 
 use anyhow::anyhow;
 use serde_json::{json, Value};
 
+use crate::client::console;
 use crate::client::table::{self, Table};
 use crate::client::{encode, ignore_closed_stdout, ApiArgs, ApiClient, Out, API_PREFIX};
 
@@ -91,6 +93,18 @@ pub enum BoardCommand {
         /// An image exported over NBD (copy-on-write) as the root.
         #[arg(long, value_name = "IMAGE")]
         nbdroot: Option<String>,
+    },
+    /// Follow a board's serial console: its bytes on standard output as they come (the last
+    /// 64 KiB first); Ctrl-C leaves. Any number of people can follow one console.
+    Console {
+        /// The board's id.
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        id: String,
+        /// Take the console's keyboard too (one holder at a time; refused while a job or
+        /// someone else holds it): the terminal goes raw and what you type goes to the board;
+        /// `~.` at the start of a line leaves.
+        #[arg(long)]
+        write: bool,
     },
 }
 
@@ -318,6 +332,7 @@ fn execute(client: &ApiClient, out: &mut Out, json: bool, c: BoardCommand) -> an
                 table::get(&r, "until")
             )))
         }
+        BoardCommand::Console { id, write } => console::run(client, &id, write),
     }
 }
 
@@ -490,8 +505,18 @@ mod client_tests {
                 ..
             }
         ));
+        assert!(matches!(
+            parse(&["console", "b1"]).unwrap().command,
+            BoardCommand::Console { ref id, write: false } if id == "b1"
+        ));
+        assert!(matches!(
+            parse(&["console", "b1", "--write"]).unwrap().command,
+            BoardCommand::Console { write: true, .. }
+        ));
         for bad in [
             &["power", "b1", "reset"][..],
+            &["console"],
+            &["console", ""],
             &["maintenance", "b1"],
             &["show", ""],
             &["show"],

@@ -62,6 +62,48 @@ pub struct ApplianceConfig {
     /// `power_saving:` (absent: idle boards stay on).
     #[serde(default)]
     pub power_saving: Option<PowerSavingConfig>,
+    /// `consoles:`: the boards' console logs (absent: 4 MiB, 3 rotated files).
+    #[serde(default)]
+    pub consoles: Option<ConsolesConfig>,
+}
+
+/// `consoles:`: the console logs (`STATE_DIR/consoles/<board>.log`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsolesConfig {
+    /// A log is rotated when it reaches this size (default 4 MiB, at least 4096).
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated files kept, `.1` the newest (default 3).
+    #[serde(default = "default_log_keep")]
+    pub log_keep: usize,
+}
+
+/// A board's `console:`: exactly one of `command`, `tcp`, `tty` (absent: the device's
+/// `connection_command`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A command whose stdin/stdout is the line (`telnet ser2net 7001`), run with `sh -c`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `HOST:PORT` of a raw TCP port (ser2net's raw mode).
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// A local serial port.
+    #[serde(default)]
+    pub tty: Option<TtyConfig>,
+}
+
+/// `console.tty`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtyConfig {
+    /// The device (`/dev/ttyUSB0`).
+    pub path: PathBuf,
+    /// Baud rate (default 115200).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
 }
 
 /// `power_saving:`: idle boards are powered off and woken when a job needs them.
@@ -182,6 +224,10 @@ pub struct BoardConfig {
     /// How to power it (default: the device's power commands).
     #[serde(default)]
     pub power: Option<PowerConfig>,
+    /// Its serial line, kept open by the appliance (default: the device's
+    /// `connection_command`).
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
 }
 
 /// A board's power driver: `commands:` or `usb:` (default: the device's power commands).
@@ -255,6 +301,15 @@ fn default_poll_seconds() -> u64 {
 }
 fn default_interval() -> u64 {
     30
+}
+fn default_log_max_bytes() -> u64 {
+    super::consoles::log::DEFAULT_MAX_BYTES
+}
+fn default_log_keep() -> usize {
+    super::consoles::log::DEFAULT_KEEP
+}
+fn default_baud() -> u32 {
+    115200
 }
 fn default_on_digit() -> char {
     '1'
@@ -336,6 +391,14 @@ impl ApplianceConfig {
         if self.server_ip.is_none() && self.dhcp.is_none() {
             bail!("server_ip: give the address boards reach this host at (or a dhcp: section)");
         }
+        if let Some(c) = &self.consoles {
+            if c.log_max_bytes < 4096 {
+                bail!("consoles.log_max_bytes: at least 4096");
+            }
+            if c.log_keep > 100 {
+                bail!("consoles.log_keep: at most 100");
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, b) in self.boards.iter().enumerate() {
             uboot_scripts::bootstrap::check_board_id(&b.id)
@@ -349,6 +412,9 @@ impl ApplianceConfig {
             if let Some(mac) = &b.mac {
                 uboot_scripts::bootstrap::normalise_mac(mac)
                     .map_err(|e| anyhow!("boards[{i}].mac: {e}"))?;
+            }
+            if let Some(c) = &b.console {
+                check_console(c).map_err(|e| anyhow!("boards[{i}].console: {e}"))?;
             }
             if let Some(p) = &b.power {
                 if p.commands.is_some() == p.usb.is_some() {
@@ -425,5 +491,101 @@ impl ApplianceConfig {
             }
         }
         problems
+    }
+}
+
+fn check_console(c: &ConsoleConfig) -> anyhow::Result<()> {
+    let given = [c.command.is_some(), c.tcp.is_some(), c.tty.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        bail!("give exactly one of command:, tcp:, tty:");
+    }
+    if c.command.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        bail!("command: an empty command");
+    }
+    if let Some(addr) = &c.tcp {
+        let port = addr
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+            bail!("tcp: '{addr}' is not HOST:PORT");
+        }
+    }
+    if let Some(t) = &c.tty {
+        if super::consoles::source::baud_constant(t.baud).is_none() {
+            bail!("tty.baud: {} is not a baud rate termios knows", t.baud);
+        }
+        if !t.path.is_absolute() {
+            bail!("tty.path: {} is not an absolute path", t.path.display());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra_board: &str, extra: &str) -> anyhow::Result<ApplianceConfig> {
+        let dir = tempfile::tempdir()?;
+        let text = format!(
+            "server_ip: 10.0.0.1\nhttp: {{tokens: [a-long-token]}}\n{extra}\nboards:\n- id: b1\n  token: t\n  device: b1.yaml\n{extra_board}"
+        );
+        let path = dir.path().join("appliance.yaml");
+        std::fs::write(&path, text)?;
+        ApplianceConfig::load(&path)
+    }
+
+    #[test]
+    fn console_sections() {
+        let c = load("", "").unwrap();
+        assert!(c.boards[0].console.is_none() && c.consoles.is_none());
+        let c = load(
+            "  console: {tty: {path: /dev/ttyUSB0}}\n",
+            "consoles: {log_max_bytes: 65536, log_keep: 5}",
+        )
+        .unwrap();
+        let tty = c.boards[0].console.as_ref().unwrap().tty.as_ref().unwrap();
+        assert_eq!(
+            (tty.path.to_str(), tty.baud),
+            (Some("/dev/ttyUSB0"), 115200)
+        );
+        assert_eq!(c.consoles.as_ref().unwrap().log_keep, 5);
+        let c = load("  console: {tcp: 'ser2net.lab:7001'}\n", "").unwrap();
+        assert_eq!(
+            c.boards[0].console.as_ref().unwrap().tcp.as_deref(),
+            Some("ser2net.lab:7001")
+        );
+        for (board, extra, want) in [
+            (
+                "  console: {}\n",
+                "",
+                "boards[0].console: give exactly one of",
+            ),
+            (
+                "  console: {command: cat, tcp: 'h:1'}\n",
+                "",
+                "boards[0].console: give exactly one of",
+            ),
+            ("  console: {tcp: 'h'}\n", "", "tcp: 'h' is not HOST:PORT"),
+            (
+                "  console: {tcp: 'h:0'}\n",
+                "",
+                "tcp: 'h:0' is not HOST:PORT",
+            ),
+            (
+                "  console: {tty: {path: /dev/ttyS0, baud: 1234}}\n",
+                "",
+                "tty.baud: 1234",
+            ),
+            ("  console: {telnet: x}\n", "", "unknown field `telnet`"),
+            (
+                "",
+                "consoles: {log_max_bytes: 10}",
+                "consoles.log_max_bytes",
+            ),
+        ] {
+            let e = format!("{:#}", load(board, extra).unwrap_err());
+            assert!(e.contains(want), "{want}: {e}");
+        }
     }
 }

@@ -6,11 +6,13 @@
 //! cloned cards, health, per-board boot scripts); [`power`] drives their power; [`scheduler`]
 //! hands queued jobs to idle boards; [`runner`] runs one job with the dispatcher (or through
 //! the agent); [`logs`] streams job logs into the store and to listeners; [`api`] is the HTTP
-//! API. State lives behind [`crate::store::Store`].
+//! API; [`consoles`] keeps every board's serial line open (log, hub, lent to jobs). State
+//! lives behind [`crate::store::Store`].
 
 pub mod agent_jobs;
 pub mod api;
 pub mod config;
+pub mod consoles;
 pub mod dashboard;
 pub mod logs;
 pub mod master;
@@ -61,6 +63,8 @@ pub struct App {
     pub jobs_dir: PathBuf,
     /// Set when SIGTERM arrived: no new job starts.
     pub stopping: AtomicBool,
+    /// The boards' consoles (board id → hub), kept open all the time.
+    pub consoles: consoles::Consoles,
 }
 
 impl App {
@@ -95,6 +99,7 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
     let store: Arc<dyn Store> =
         Arc::from(store::open(&config.database, &config.state_dir).map_err(|e| anyhow!("{e}"))?);
     let registry = Arc::new(Registry::load(&config, Arc::clone(&store))?);
+    let consoles = consoles::Consoles::from_config(&config, &registry);
 
     // The servers, with the registry's boot scripts and the master.
     let (lease_tx, lease_rx) = netboot::dhcp::events::channel();
@@ -106,6 +111,7 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
         master_dir: Some(config.master_dir()),
         master_export: Some(config.master_dir().join(&config.master.root)),
         lease_events: Some(lease_tx),
+        consoles: Some(Arc::new(consoles.clone())),
     };
     let mut lab = Lab::spawn(
         lab_config(&config),
@@ -143,7 +149,10 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
         log_events,
         jobs_dir,
         stopping: AtomicBool::new(false),
+        consoles,
     });
+    // The consoles first, so they see the boards recovered below boot.
+    app.consoles.start()?;
     tracing::info!("labboot: API at http://{http_addr}");
 
     // Jobs that were running when the process died, then the boards they held.
@@ -181,6 +190,10 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
     runner::cancel_all(&app);
     runner::wait_all(&app).await;
     while tasks.join_next().await.is_some() {}
+    // After the jobs (they finalize on their consoles), before the API: attached
+    // subscribers see their console end.
+    let consoles = app.consoles.clone();
+    let _ = tokio::task::spawn_blocking(move || consoles.stop()).await;
     match tokio::time::timeout(std::time::Duration::from_secs(5), http).await {
         Ok(Ok(Err(e))) => tracing::warn!("http: {e}"),
         Err(_) => tracing::warn!("http: connections did not close in 5 s"),

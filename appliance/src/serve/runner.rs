@@ -152,7 +152,14 @@ fn dispatch(
         progress_bar: false,
         boot_style: style,
     };
+    // The board's console, kept by the appliance, is lent to the job: its write side is the
+    // job's until the run ends (people can still read it).
+    let console = app.consoles.attach_job(&env.job_id, board);
+    if let Some(who) = console.as_ref().and_then(|c| c.took_over()) {
+        log.warning(&format!("console: the write side was taken from {who}"));
+    }
     let outcome = run::run(&parsed, &dev, &pipeline, &env);
+    drop(console);
     drop(env);
     let results = outcome.results.to_yaml().ok();
     if let Some(r) = &results {

@@ -21,13 +21,19 @@ pub fn connect(ctx: &mut Ctx) -> Result<()> {
     if ctx.st.session.is_some() {
         return Ok(());
     }
-    let cmd = ctx.device.connection_command.as_deref().ok_or_else(|| {
-        Error::config(format!(
-            "{}: no connection command (commands.connect) for the console",
-            ctx.device.file
-        ))
-    })?;
-    let conn = Connection::open(cmd)?;
+    // The lab's own console when it keeps the board's line open, else the connection command.
+    let conn = match ctx.env.services.console(&ctx.env.job_id) {
+        Some(port) => Connection::from_port(port?),
+        None => {
+            let cmd = ctx.device.connection_command.as_deref().ok_or_else(|| {
+                Error::config(format!(
+                    "{}: no connection command (commands.connect) for the console",
+                    ctx.device.file
+                ))
+            })?;
+            Connection::open(cmd)?
+        }
+    };
     let c = &ctx.device.constants;
     let kernel_start = if c.kernel_start_message.is_empty() {
         None
@@ -44,7 +50,8 @@ pub fn connect(ctx: &mut Ctx) -> Result<()> {
         kernel_start,
         interrupt_prompt: interrupt_prompt(ctx),
     };
-    ctx.log().info(&format!("connect-device: console '{cmd}'"));
+    ctx.log()
+        .info(&format!("connect-device: console '{}'", conn.command()));
     ctx.st.session = Some(Session::new(
         conn,
         ctx.log().clone(),

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod boards;
 pub mod cards;
+pub mod console;
 pub mod error;
 pub mod jobs;
 pub mod views;
@@ -111,6 +112,8 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     let open = Router::new()
         .route("/health", get(health))
+        // Authenticates itself: the bearer token, or ?token= (a browser's WebSocket).
+        .route("/boards/{id}/console", get(console::console))
         .route("/agent/checkin", post(agent::checkin))
         .route("/agent/poll", get(agent::poll))
         .route("/agent/result", post(agent::result))

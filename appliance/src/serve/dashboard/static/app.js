@@ -403,6 +403,7 @@ function viewBoard(ctx, id) {
     el("h1", {}, "Board ", el("span", {id: "board-id"}, id)),
     el("div", {class: "buttons"}, powerButtons, maintenance, approve),
     status, info,
+    consolePanel(ctx, id),
     el("h2", {}, "Recent events ", el("span", {class: "muted"}, "(newest first)")), events,
     el("h2", {}, "Recent jobs"), jobs);
 
@@ -439,6 +440,152 @@ function viewBoard(ctx, id) {
       (b.events || []).map((e) => [when(e.time), e.kind, e.message]), "no events"));
     jobs.replaceChildren(jobsTable("board-jobs", recent, false));
   });
+}
+
+// A board's live console, read-only until "Take the keyboard": a WebSocket to
+// /boards/ID/console with the token in the query (a browser cannot set headers on one). A plain
+// GET first tells why a console is refused (426 means "upgrade": all is well).
+const CONSOLE_KEEP = 200000;
+
+function consolePanel(ctx, id) {
+  const path = `/boards/${encodeURIComponent(id)}/console`;
+  const screen = el("pre", {id: "console", class: "log console", tabindex: "0"});
+  const status = el("span", {id: "console-status", class: "muted"}, "connecting…");
+  const take = el("button", {id: "console-take", type: "button", class: "secondary", disabled: true},
+    "Take the keyboard");
+  const text = {rest: ""};
+  let ws = null;
+  let writer = false;
+  let timer = null;
+
+  const say = (message, cls) => {
+    status.className = cls || "muted";
+    status.textContent = message;
+  };
+  const setWriter = (on) => {
+    writer = on;
+    take.textContent = on ? "Give the keyboard back" : "Take the keyboard";
+    screen.classList.toggle("typing", on);
+    if (on) screen.focus();
+  };
+  const print = (chunk) => {
+    const atEnd = screen.scrollTop + screen.clientHeight >= screen.scrollHeight - 4;
+    screen.append(consoleText(text, chunk));
+    if (screen.textContent.length > CONSOLE_KEEP) {
+      screen.textContent = screen.textContent.slice(-CONSOLE_KEEP / 2);
+    }
+    if (atEnd) screen.scrollTop = screen.scrollHeight;
+  };
+  const retry = () => {
+    if (alive(ctx)) timer = setTimeout(connect, 3000);
+  };
+  const connect = async () => {
+    try {
+      await apiFetch(path, {signal: ctx.signal});
+    } catch (e) {
+      if (e.name === "AbortError" || e.status === 401 || !alive(ctx)) return;
+      if (e.status !== 426) {
+        say(e.message, e.status === 409 ? "muted" : "error");
+        if (e.status !== 404 && e.status !== 409) retry();
+        return;
+      }
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${location.host}/api/v1${path}?token=${encodeURIComponent(token() || "")}`);
+    const decoder = new TextDecoder();
+    socket.binaryType = "arraybuffer";
+    ws = socket;
+    socket.onopen = () => {
+      screen.replaceChildren();
+      text.rest = "";
+      take.disabled = false;
+    };
+    socket.onmessage = (m) => {
+      if (typeof m.data !== "string") {
+        print(decoder.decode(new Uint8Array(m.data), {stream: true}));
+        return;
+      }
+      let v;
+      try {
+        v = JSON.parse(m.data);
+      } catch (_) {
+        return;
+      }
+      if (v.board !== undefined) {
+        say(!v.connected ? "the line is down (reconnecting)"
+          : v.writer ? `connected; the keyboard is held by ${v.writer}` : "connected", v.connected ? "ok" : "muted");
+      }
+      if (v.writer === true || v.writer === false) {
+        setWriter(v.writer);
+        if (v.error === undefined) say(v.writer ? "you have the keyboard" : "connected", "ok");
+      }
+      if (typeof v.error === "string") say(v.error, "error");
+      if (typeof v.lagged === "number") print(`\n[${v.lagged} chunks lost: this page fell behind]\n`);
+    };
+    socket.onclose = (e) => {
+      if (ws === socket) ws = null;
+      setWriter(false);
+      take.disabled = true;
+      if (!alive(ctx)) return;
+      say(`disconnected${e.reason ? ": " + e.reason : ""}; reconnecting…`);
+      retry();
+    };
+  };
+
+  take.addEventListener("click", () => {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(writer ? {release: true} : {take: true}));
+  });
+  const send = (s) => {
+    if (writer && ws && ws.readyState === WebSocket.OPEN) ws.send(new TextEncoder().encode(s));
+  };
+  screen.addEventListener("keydown", (e) => {
+    if (!writer || e.isComposing) return;
+    const keys = keyBytes(e);
+    if (keys === null) return;
+    e.preventDefault();
+    send(keys);
+  });
+  screen.addEventListener("paste", (e) => {
+    if (!writer) return;
+    e.preventDefault();
+    send(e.clipboardData.getData("text").replace(/\r?\n/g, "\r"));
+  });
+  ctx.cleanups.push(() => {
+    clearTimeout(timer);
+    if (ws) ws.close();
+  });
+  connect();
+  return el("div", {},
+    el("h2", {}, "Console"), el("div", {class: "buttons"}, take, status), screen);
+}
+
+// What a key typed on the console sends, as a terminal would; null for keys it leaves alone.
+function keyBytes(e) {
+  if (e.metaKey) return null;
+  const special = {Enter: "\r", Backspace: "\x7f", Tab: "\t", Escape: "\x1b", ArrowUp: "\x1b[A",
+    ArrowDown: "\x1b[B", ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D", Home: "\x1b[H", End: "\x1b[F",
+    Delete: "\x1b[3~"};
+  if (e.ctrlKey && !e.altKey) {
+    const c = e.key.length === 1 ? e.key.toUpperCase().charCodeAt(0) : 0;
+    return c >= 64 && c <= 95 ? String.fromCharCode(c - 64) : null;
+  }
+  if (special[e.key]) return special[e.key];
+  if (e.key.length === 1) return (e.altKey ? "\x1b" : "") + e.key;
+  return null;
+}
+
+// Console text for the screen: escape sequences and control characters out (newline and tab
+// kept); a sequence cut at the end of a chunk waits in state.rest for the next one.
+function consoleText(state, chunk) {
+  let t = state.rest + chunk;
+  const cut = /\x1b(\[[\x20-\x3f]*|\][^\x07\x1b]*)?$/.exec(t);
+  state.rest = cut && cut[0].length < 256 ? cut[0] : "";
+  if (cut) t = t.slice(0, cut.index);
+  return t
+    .replace(/\x1b\[[\x20-\x3f]*[@-~]/g, "")
+    .replace(/\x1b\][^\x07\x1b]*(\x07|\x1b\\)/g, "")
+    .replace(/\x1b./g, "")
+    .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "");
 }
 
 // ---------------------------------------------------------------------------------------------
