@@ -272,3 +272,63 @@ pub fn run_ok(mut cmd: Command) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Whether the virtual-board tests can run here (root, QEMU arm64, U-Boot); says why not.
+pub fn boards_ready() -> bool {
+    use crate::qemu::{QEMU_ARM64, UBOOT_ARM64};
+    crate::require::root() && crate::require::tool(QEMU_ARM64) && crate::require::file(UBOOT_ARM64)
+}
+
+/// [`master`] built once per test process (`tmp`: the test's `CARGO_TARGET_TMPDIR`).
+pub fn shared_master(tmp: &Path) -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| master(tmp).expect("master image"))
+}
+
+/// `text` as JSON, or a panic that shows it.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl ApplianceLab {
+    /// `labboot ARGS… --json`, which must succeed: its JSON (a panic shows the appliance's log).
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "labboot {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.serve_log()
+        );
+        json(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Waits until job `id` is in `state`; its JSON (a panic shows the job, the board and the
+    /// appliance's log).
+    pub fn wait_job(&self, id: i64, state: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let j = self.cli_json(&["job", "show", &id.to_string()]);
+            if j["state"] == state {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {state}: {j}\n{}\n{}",
+                self.board_json(&self.board.board_id).unwrap_or_default(),
+                self.serve_log()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}

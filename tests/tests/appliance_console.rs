@@ -6,43 +6,13 @@
 //! process behind (its watchdog ends them).
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use labboot_tests::appliance::boards_ready as ready;
 use labboot_tests::appliance::{sample_job, ApplianceLab};
-use labboot_tests::qemu::{QEMU_ARM64, UBOOT_ARM64};
-use labboot_tests::require;
 
-fn ready() -> bool {
-    require::root() && require::tool(QEMU_ARM64) && require::file(UBOOT_ARM64)
-}
-
-fn tmp() -> &'static Path {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-}
-
-/// The master image, built once (shared with the other appliance tests).
 fn master() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| labboot_tests::appliance::master(tmp()).expect("master image"))
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// `labboot ARGS… --json`, which must succeed: its JSON.
-fn cli_json(lab: &ApplianceLab, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = lab.cli(&all);
-    assert!(
-        out.status.success(),
-        "labboot {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        lab.serve_log()
-    );
-    json(&String::from_utf8_lossy(&out.stdout))
+    labboot_tests::appliance::shared_master(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// The board's console log in the appliance's state directory.
@@ -143,12 +113,12 @@ fn the_appliance_keeps_the_console_and_a_job_runs_through_it() {
     // A job: its console is the appliance's.
     let file = lab.work.path().join("sample.yaml");
     std::fs::write(&file, sample_job(master())).unwrap();
-    let id = cli_json(&lab, &["job", "submit", file.to_str().unwrap()])["id"]
+    let id = lab.cli_json(&["job", "submit", file.to_str().unwrap()])["id"]
         .as_i64()
         .expect("job id");
     let deadline = Instant::now() + Duration::from_secs(900);
     let job = loop {
-        let j = cli_json(&lab, &["job", "show", &id.to_string()]);
+        let j = lab.cli_json(&["job", "show", &id.to_string()]);
         if j["state"] == "finished" {
             break j;
         }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use labboot_tests::appliance::free_port;
 use labboot_tests::appliance::TOKEN;
 use labboot_tests::binary::labboot_bin;
 use labboot_tests::process::ServerProcess;
@@ -31,14 +32,6 @@ const LINE_SCRIPT: &str = "#!/bin/sh\n\
     ticker=$!\n\
     trap 'kill $ticker 2>/dev/null' EXIT INT TERM\n\
     cat\n";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `labboot serve` on loopback with two boards, `BOARD` with the script as its console.
 struct Lab {

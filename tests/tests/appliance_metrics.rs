@@ -8,18 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use labboot_tests::appliance::free_port;
 use labboot_tests::appliance::TOKEN;
 use labboot_tests::binary::labboot_bin;
 use labboot_tests::process::ServerProcess;
 use labboot_tests::require;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn master() -> PathBuf {
     labboot_tests::appliance::master(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("master image")

@@ -3,70 +3,23 @@
 //! a job wakes it; a reserved board boots its person's own kernel the network way.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use labboot_tests::appliance::{agent_job, ApplianceLab, TOKEN};
-use labboot_tests::qemu::{QEMU_ARM64, UBOOT_ARM64};
-use labboot_tests::require;
+use labboot_tests::appliance::{boards_ready as ready, json};
 
-fn ready() -> bool {
-    require::root() && require::tool(QEMU_ARM64) && require::file(UBOOT_ARM64)
-}
-
-fn tmp() -> &'static Path {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-}
-
-/// The master image, built once (shared with the other appliance tests).
 fn master() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| labboot_tests::appliance::master(tmp()).expect("master image"))
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// `labboot ARGS… --json`, which must succeed: its JSON.
-fn cli_json(lab: &ApplianceLab, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = lab.cli(&all);
-    assert!(
-        out.status.success(),
-        "labboot {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        lab.serve_log()
-    );
-    json(&String::from_utf8_lossy(&out.stdout))
+    labboot_tests::appliance::shared_master(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 fn board(lab: &ApplianceLab) -> serde_json::Value {
     json(&lab.board_json(&lab.board.board_id).unwrap())
 }
 
-fn wait_job(lab: &ApplianceLab, id: i64, state: &str, timeout: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let j = cli_json(lab, &["job", "show", &id.to_string()]);
-        if j["state"] == state {
-            return j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} never reached {state}: {j}\n{}\n{}",
-            board(lab),
-            lab.serve_log()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
 fn submit(lab: &ApplianceLab, text: &str) -> i64 {
     let file = lab.work.path().join("job.yaml");
     std::fs::write(&file, text).unwrap();
-    cli_json(lab, &["job", "submit", file.to_str().unwrap()])["id"]
+    lab.cli_json(&["job", "submit", file.to_str().unwrap()])["id"]
         .as_i64()
         .expect("job id")
 }
@@ -159,18 +112,15 @@ fn a_reservation_keeps_jobs_off_the_board_until_its_time_is_up() {
     );
 
     // Reserved (the board was off: the reservation powers it on, into the master).
-    let b = cli_json(
-        &lab,
-        &[
-            "board",
-            "reserve",
-            "qemu-r1",
-            "--for",
-            "20s",
-            "--note",
-            "e2e: bisecting",
-        ],
-    );
+    let b = lab.cli_json(&[
+        "board",
+        "reserve",
+        "qemu-r1",
+        "--for",
+        "20s",
+        "--note",
+        "e2e: bisecting",
+    ]);
     let until = b["reservation"]["until"]
         .as_str()
         .expect("until")
@@ -191,12 +141,12 @@ fn a_reservation_keeps_jobs_off_the_board_until_its_time_is_up() {
     // A job for the board's type waits while it is reserved, the board online or not.
     let id = submit(&lab, &agent_job());
     std::thread::sleep(Duration::from_secs(10));
-    let j = cli_json(&lab, &["job", "show", &id.to_string()]);
+    let j = lab.cli_json(&["job", "show", &id.to_string()]);
     assert_eq!(j["state"], "queued", "{j}");
     assert!(!board(&lab)["reservation"].is_null());
 
     // Its time is up: off, on into the master, a check-in, then the job runs through the agent.
-    let done = wait_job(&lab, id, "finished", Duration::from_secs(600));
+    let done = lab.wait_job(id, "finished", Duration::from_secs(600));
     assert_eq!(done["health"], "complete", "{done}\n{}", lab.serve_log());
     let started = done["started"].as_str().unwrap();
     assert!(
@@ -242,7 +192,7 @@ fn power_saving_switches_an_idle_board_off_and_a_job_wakes_it() {
 
     // A job for its type wakes it: on, the master, a check-in, the job.
     let id = submit(&lab, &agent_job());
-    let done = wait_job(&lab, id, "finished", Duration::from_secs(600));
+    let done = lab.wait_job(id, "finished", Duration::from_secs(600));
     assert_eq!(done["health"], "complete", "{done}\n{}", lab.serve_log());
     let ev = events(&board(&lab));
     assert!(
@@ -268,7 +218,7 @@ fn a_reserved_board_boots_its_persons_kernel() {
         (409, Some("board qemu-b1 is not reserved: reserve it first"))
     );
 
-    cli_json(&lab, &["board", "reserve", "qemu-b1", "--for", "30m"]);
+    lab.cli_json(&["board", "reserve", "qemu-b1", "--for", "30m"]);
     let (code, e) = post(&lab, "/boards/qemu-b1/boot", r#"{"kernel": "vmlinuz"}"#);
     assert_eq!(code, 400, "{e}");
     let (code, e) = post(
@@ -281,20 +231,17 @@ fn a_reserved_board_boots_its_persons_kernel() {
     assert_eq!(code, 409, "{e}");
 
     let start = console.bytes().len();
-    let b = cli_json(
-        &lab,
-        &[
-            "board",
-            "boot",
-            "qemu-b1",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--initrd",
-            initrd.to_str().unwrap(),
-            "--append",
-            "labboot.root=ramdisk",
-        ],
-    );
+    let b = lab.cli_json(&[
+        "board",
+        "boot",
+        "qemu-b1",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--append",
+        "labboot.root=ramdisk",
+    ]);
     assert_eq!(
         b["reservation"]["boot"]["kernel"],
         kernel.to_str().unwrap(),
@@ -342,7 +289,7 @@ fn a_reserved_board_boots_its_persons_kernel() {
         .unwrap_or_else(|e| panic!("after the restart: {e}\n{}", lab.serve_log()));
 
     // Released: the board's own boot goes, it boots the master and checks in.
-    let b = cli_json(&lab, &["board", "release", "qemu-b1"]);
+    let b = lab.cli_json(&["board", "release", "qemu-b1"]);
     assert!(b["reservation"].is_null(), "{b}");
     lab.wait_board(
         "qemu-b1",

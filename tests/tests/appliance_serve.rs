@@ -2,32 +2,21 @@
 //! restart in the middle of a job, a cloned card, tokens, a bad job at submit, and two
 //! appliances side by side on one host.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use labboot_tests::appliance::{agent_job, sample_job, ApplianceLab, BOARD_TOKEN, TOKEN};
+use labboot_tests::appliance::{boards_ready as ready, free_port, json};
 use labboot_tests::binary::labboot_bin;
 use labboot_tests::process::ServerProcess;
-use labboot_tests::qemu::{QEMU_ARM64, UBOOT_ARM64};
 use labboot_tests::require;
 
-fn ready() -> bool {
-    require::root() && require::tool(QEMU_ARM64) && require::file(UBOOT_ARM64)
+fn master() -> &'static Path {
+    labboot_tests::appliance::shared_master(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 fn tmp() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
-}
-
-/// The master image, built once for every test of this file.
-fn master() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| labboot_tests::appliance::master(tmp()).expect("master image"))
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 fn job_json(lab: &ApplianceLab, id: i64) -> serde_json::Value {
@@ -38,22 +27,6 @@ fn job_json(lab: &ApplianceLab, id: i64) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     json(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn wait_job(lab: &ApplianceLab, id: i64, state: &str, timeout: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let j = job_json(lab, id);
-        if j["state"] == state {
-            return j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} never reached {state}: {j}\n{}",
-            lab.serve_log()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
 }
 
 fn submit(lab: &ApplianceLab, name: &str, text: &str) -> i64 {
@@ -119,7 +92,7 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.serve_log()));
     let first = submit(&lab, "first.yaml", &sample_job(master()));
     let second = submit(&lab, "second.yaml", &agent_job());
-    wait_job(&lab, first, "running", Duration::from_secs(60));
+    lab.wait_job(first, "running", Duration::from_secs(60));
     // Once the job has powered the board on (its log says so), kill the appliance outright.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -143,7 +116,7 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
     assert_eq!(job_json(&lab, second)["state"], "queued");
     // The board was powered off and on: it boots the master and checks in again; then the
     // queued job (a test in the master) runs through the agent and completes.
-    let done = wait_job(&lab, second, "finished", Duration::from_secs(600));
+    let done = lab.wait_job(second, "finished", Duration::from_secs(600));
     assert_eq!(done["health"], "complete", "{done}\n{}", lab.serve_log());
     let (code, results) = lab.curl(&[
         "-H",
@@ -286,14 +259,6 @@ fn cloned_card_tokens_and_bad_jobs_are_refused() {
             .len(),
         1
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
