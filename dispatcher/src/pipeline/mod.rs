@@ -10,7 +10,7 @@
 
 mod build;
 mod describe;
-mod timeouts;
+pub mod timeouts;
 mod validate;
 
 use std::time::Duration;

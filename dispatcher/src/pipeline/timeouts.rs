@@ -19,16 +19,16 @@ use crate::job::{BlockCommon, Job};
 pub const DEFAULT: Duration = Duration::from_secs(30);
 
 /// The timeout of action `name` in a block with `block` keys, under a parent with `parent`
-/// = (timeout, max_retries).
+/// = (timeout, max_retries); `device` may be unknown (the appliance's agent jobs).
 pub fn action_timeout(
     job: &Job,
-    device: &Device,
+    device: Option<&Device>,
     block: Option<&BlockCommon>,
     parent: Option<(Duration, u32)>,
     name: &str,
 ) -> Duration {
     let mut t = job.timeouts.action.unwrap_or(DEFAULT);
-    if let Some(d) = device.action_timeouts.get(name) {
+    if let Some(d) = device.and_then(|d| d.action_timeouts.get(name)) {
         t = *d;
     }
     if let Some(d) = block.and_then(|b| b.timeout) {

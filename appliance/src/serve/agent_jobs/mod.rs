@@ -45,8 +45,6 @@ use super::runner::Ending;
 use super::App;
 use crate::store::{JobHealth, JobId, Work, WorkId, WorkKind};
 
-/// LAVA's default action timeout (the dispatcher's `pipeline::timeouts::DEFAULT`).
-const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the appliance waits for a runner's report after the board-side `timeout` expired
 /// (the agent uploads up to 2 MiB of output and may check in first).
 const REPORT_GRACE: Duration = Duration::from_secs(60);

@@ -379,7 +379,10 @@ fn block_timeouts_follow_the_pipeline_precedence() {
     j.timeouts.actions.clear();
     assert_eq!(
         block_timeouts(&j, None, &common(0)),
-        (DEFAULT_ACTION_TIMEOUT, DEFAULT_ACTION_TIMEOUT)
+        (
+            dispatcher::pipeline::timeouts::DEFAULT,
+            dispatcher::pipeline::timeouts::DEFAULT
+        )
     );
 }
 

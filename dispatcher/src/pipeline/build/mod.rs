@@ -78,7 +78,7 @@ impl<'a> Builder<'a> {
         parent: Option<(Duration, u32)>,
     ) -> Action {
         let common = block.map(|(_, c)| c);
-        let timeout = timeouts::action_timeout(self.job, self.device, common, parent, d.name);
+        let timeout = timeouts::action_timeout(self.job, Some(self.device), common, parent, d.name);
         let max_retries = if d.retry {
             common.and_then(|c| c.failure_retry).unwrap_or(1).max(1)
         } else {
