@@ -206,6 +206,16 @@ fn a_console_that_drops_is_opened_again() {
         &format!("{device}  console: {{command: '{}'}}\n", script.display()),
     );
     std::fs::write(lab.config(), config).unwrap();
+    // Its device names no connection_command: the appliance's console is enough for jobs.
+    let dict = lab.work.path().join("qemu-con2.jinja2");
+    let text = std::fs::read_to_string(&dict).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.contains("connection_command"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text, "{text}");
+    std::fs::write(&dict, without).unwrap();
     let mut lab = lab
         .with_config_extra("consoles: {log_max_bytes: 65536, log_keep: 2}")
         .unwrap();
@@ -238,5 +248,36 @@ fn a_console_that_drops_is_opened_again() {
         serve.contains("console dropped: the command ended"),
         "{serve}"
     );
-    // No job, so no writer: people could take it (checked at the hub's level in unit tests).
+    // The reconnects show in the board's JSON and in /metrics.
+    let board = lab.cli_json(&["board", "show", "qemu-con2"]);
+    assert!(
+        board["console"]["reconnects"].as_u64().unwrap_or(0) >= 3,
+        "{board}"
+    );
+    let (code, metrics) = lab.curl(&[&format!("{}/metrics", lab.url())]);
+    assert_eq!(code, 200, "{metrics}");
+    let reconnects = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"labboot_console_reconnects_total{board="qemu-con2"} "#))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(reconnects.is_some_and(|n| n >= 3), "{metrics}");
+
+    // A deploying job is accepted for the board without a connection_command (then canceled).
+    let job = lab.work.path().join("deploy.yaml");
+    std::fs::write(&job, sample_job(master())).unwrap();
+    let out = lab.cli(&["job", "submit", job.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = queued["id"].as_i64().expect("a job id").to_string();
+    let out = lab.cli(&["job", "cancel", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No job ran, so no writer: people could take it (checked at the hub's level in unit tests).
 }

@@ -143,6 +143,8 @@ fn dashboard_runs_a_lab_day_in_headless_chromium() {
     click(&wd, "nav a[data-nav='boards']");
     wd.wait_text(&row, "online", Duration::from_secs(300))
         .unwrap_or_else(|e| fail(&wd, &lab, e));
+    wd.wait_text(&row, "power on", short)
+        .unwrap_or_else(|e| fail(&wd, &lab, e));
     eprintln!("dashboard: board online after {:?}", began.elapsed());
 
     // A bad job: the API's 400 line, verbatim.
@@ -194,6 +196,10 @@ fn dashboard_runs_a_lab_day_in_headless_chromium() {
     assert!(memory.contains("kB"), "the measurement's unit: {memory}");
     wd.wait_text("#job-fields", "complete", short)
         .unwrap_or_else(|e| fail(&wd, &lab, e));
+    let tree = wd
+        .wait_text("#job-pipeline", "agent-test", short)
+        .unwrap_or_else(|e| fail(&wd, &lab, e));
+    assert!(tree.contains("1.1"), "{tree}");
     let yaml = wd.text_of("#job-yaml").unwrap();
     assert!(yaml.contains("lava-test-case root-is-overlay"), "{yaml}");
     // The stream's end event was read.

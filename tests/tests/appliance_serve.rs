@@ -114,6 +114,33 @@ fn sigkill_mid_job_then_restart_marks_it_incomplete_and_runs_the_queue() {
     assert_eq!(j["error_type"], "InfrastructureError", "{j}");
     assert_eq!(j["error"], "appliance restarted", "{j}");
     assert_eq!(job_json(&lab, second)["state"], "queued");
+    // The pipeline trees: the deploying job's, built for the board it ran on, and the agent job's.
+    let (code, tree) = lab.curl(&[
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{}/api/v1/jobs/{first}/pipeline", lab.url()),
+    ]);
+    assert_eq!(code, 200, "{tree}");
+    let tree: serde_json::Value = serde_json::from_str(&tree).unwrap();
+    assert_eq!(tree["board"], "qemu-k1", "{tree}");
+    assert_eq!(tree["pipeline"][0]["level"], "1", "{tree}");
+    assert!(
+        tree["pipeline"][0]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-deploy")),
+        "{tree}"
+    );
+    assert!(
+        tree["pipeline"][0]["pipeline"][0]["level"] == "1.1",
+        "{tree}"
+    );
+    let (code, tree) = lab.curl(&[
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{}/api/v1/jobs/{second}/pipeline", lab.url()),
+    ]);
+    assert_eq!(code, 200, "{tree}");
+    assert!(tree.contains(r#""agent":true"#), "{tree}");
     // The board was powered off and on: it boots the master and checks in again; then the
     // queued job (a test in the master) runs through the agent and completes.
     let done = lab.wait_job(second, "finished", Duration::from_secs(600));

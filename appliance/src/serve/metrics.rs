@@ -18,6 +18,9 @@
 //! | `labboot_{nbd,nfs}_read_bytes_total`, `labboot_{nbd,nfs}_written_bytes_total` | counter | `export` |
 //! | `labboot_jobs` | gauge | `state`, `health` |
 //! | `labboot_boards` | gauge | `state`, `health` |
+//! | `labboot_boards_powered` | gauge | `power` (`on`, `off`, `unknown`) |
+//! | `labboot_console_connected` | gauge | `board` |
+//! | `labboot_console_reconnects_total` | counter | `board` |
 //! | `labboot_job_duration_seconds` | histogram | `health` |
 //! | `labboot_build_info` | gauge | `version` |
 
@@ -30,7 +33,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use crate::store::{BoardState, Health, JobHealth, JobId, JobState, Store};
+use crate::store::{BoardState, Health, JobHealth, JobId, JobState, Powered, Store};
 use netboot::metrics::{ConnMetrics, Metrics};
 
 /// The content type of the text exposition format.
@@ -78,19 +81,52 @@ pub fn job_durations() -> BTreeMap<&'static str, Histogram> {
     all
 }
 
+/// What the store and the consoles say at a scrape.
+#[derive(Debug, Default)]
+pub struct LabCounts {
+    /// Jobs by (state, health).
+    pub jobs: Vec<(JobState, JobHealth, i64)>,
+    /// Boards by (state, health).
+    pub boards: Vec<(BoardState, Health, i64)>,
+    /// Boards by power as the dashboard shows it.
+    pub powered: Vec<(Powered, i64)>,
+    /// Each console the appliance keeps: board, connected now, reconnects so far.
+    pub consoles: Vec<(String, bool, u64)>,
+}
+
 /// `GET /metrics`.
 pub async fn handler(State(app): State<Arc<App>>) -> Response {
     let store = Arc::clone(&app.store);
     let counted = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let jobs = store.job_counts().map_err(|e| e.to_string())?;
         let boards = store.board_counts().map_err(|e| e.to_string())?;
-        Ok((jobs, boards))
+        let mut powered: BTreeMap<&str, (Powered, i64)> = BTreeMap::new();
+        for b in store.boards().map_err(|e| e.to_string())? {
+            let p = b.power_now();
+            powered.entry(power_name(p)).or_insert((p, 0)).1 += 1;
+        }
+        Ok((jobs, boards, powered.into_values().collect()))
     })
     .await
     .unwrap_or_else(|e| Err(format!("task failed: {e}")));
     match counted {
-        Ok((jobs, boards)) => {
-            let text = render(&netboot::metrics::METRICS, &jobs, &boards, &job_durations());
+        Ok((jobs, boards, powered)) => {
+            let consoles = app
+                .consoles
+                .boards()
+                .into_iter()
+                .filter_map(|b| {
+                    let hub = app.consoles.get(&b)?;
+                    Some((b, hub.connected(), hub.reconnects()))
+                })
+                .collect();
+            let lab = LabCounts {
+                jobs,
+                boards,
+                powered,
+                consoles,
+            };
+            let text = render(&netboot::metrics::METRICS, &lab, &job_durations());
             (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
         }
         Err(e) => {
@@ -289,10 +325,10 @@ impl TextWriter {
 /// The whole page: the servers' counters, jobs and boards by state and health, job durations.
 pub fn render(
     servers: &Metrics,
-    jobs: &[(JobState, JobHealth, i64)],
-    boards: &[(BoardState, Health, i64)],
+    lab: &LabCounts,
     durations: &BTreeMap<&'static str, Histogram>,
 ) -> String {
+    let (jobs, boards) = (&lab.jobs, &lab.boards);
     let mut w = TextWriter::new();
     w.family(
         "labboot_build_info",
@@ -433,6 +469,43 @@ pub fn render(
     }
 
     w.family(
+        "labboot_boards_powered",
+        Kind::Gauge,
+        "Boards by power: on, off (by the appliance, e.g. power saving) or unknown.",
+    );
+    let mut power_series: BTreeMap<&str, i64> = [Powered::On, Powered::Off, Powered::Unknown]
+        .into_iter()
+        .map(|p| (power_name(p), 0))
+        .collect();
+    for &(p, n) in &lab.powered {
+        *power_series.entry(power_name(p)).or_default() += n;
+    }
+    for (power, n) in power_series {
+        w.sample("labboot_boards_powered", &[("power", power)], n);
+    }
+
+    w.family(
+        "labboot_console_connected",
+        Kind::Gauge,
+        "Whether the appliance holds the board's serial line open now (1) or is reconnecting (0).",
+    );
+    for (board, up, _) in &lab.consoles {
+        w.sample(
+            "labboot_console_connected",
+            &[("board", board)],
+            u64::from(*up),
+        );
+    }
+    w.family(
+        "labboot_console_reconnects_total",
+        Kind::Counter,
+        "Times the board's serial line was opened again after it dropped or failed to open.",
+    );
+    for (board, _, n) in &lab.consoles {
+        w.sample("labboot_console_reconnects_total", &[("board", board)], *n);
+    }
+
+    w.family(
         "labboot_job_duration_seconds",
         Kind::Histogram,
         "Time from a job's start to its end, by how it ended.",
@@ -475,6 +548,14 @@ fn connections(w: &mut TextWriter, proto: &str, name: &str, m: &ConnMetrics) {
     );
     for e in &exports {
         w.sample(&written, &[("export", &e.name)], e.written);
+    }
+}
+
+fn power_name(p: Powered) -> &'static str {
+    match p {
+        Powered::On => "on",
+        Powered::Off => "off",
+        Powered::Unknown => "unknown",
     }
 }
 
@@ -588,12 +669,13 @@ mod tests {
         let mut h = Histogram::new(JOB_DURATION_BUCKETS);
         h.observe(45.0);
         durations.insert("complete", h);
-        let page = render(
-            &servers,
-            &[(JobState::Queued, JobHealth::Unknown, 2)],
-            &[(BoardState::Idle, Health::Pending, 1)],
-            &durations,
-        );
+        let lab = LabCounts {
+            jobs: vec![(JobState::Queued, JobHealth::Unknown, 2)],
+            boards: vec![(BoardState::Idle, Health::Pending, 1)],
+            powered: vec![(Powered::Off, 1)],
+            consoles: vec![("qemu-01".into(), false, 3)],
+        };
+        let page = render(&servers, &lab, &durations);
         for line in [
             "labboot_dhcp_offers_total 1",
             r#"labboot_tftp_transfers_total{outcome="ok"} 1"#,
@@ -608,6 +690,10 @@ mod tests {
             r#"labboot_jobs{state="finished",health="complete"} 0"#,
             r#"labboot_boards{state="idle",health="pending"} 1"#,
             r#"labboot_boards{state="maintenance",health="cloned"} 0"#,
+            r#"labboot_boards_powered{power="off"} 1"#,
+            r#"labboot_boards_powered{power="on"} 0"#,
+            r#"labboot_console_connected{board="qemu-01"} 0"#,
+            r#"labboot_console_reconnects_total{board="qemu-01"} 3"#,
             r#"labboot_job_duration_seconds_bucket{health="complete",le="30"} 0"#,
             r#"labboot_job_duration_seconds_bucket{health="complete",le="60"} 1"#,
             r#"labboot_job_duration_seconds_bucket{health="complete",le="+Inf"} 1"#,

@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod logs;
 pub mod master;
 pub mod metrics;
+pub mod pipeline_tree;
 pub mod power;
 pub mod power_saving;
 pub mod registry;

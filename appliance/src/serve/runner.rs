@@ -13,8 +13,8 @@ use dispatcher::run::{self, RunEnv};
 
 use super::logs::SharedSink;
 use super::power::PowerAction;
-use super::{agent_jobs, App};
-use crate::store::{Job, JobHealth, JobId};
+use super::{agent_jobs, power_saving, App};
+use crate::store::{Job, JobHealth, JobId, Powered};
 
 /// How a job ended, for the store.
 pub struct Ending {
@@ -137,9 +137,27 @@ fn dispatch(
         Ok(s) => s,
         Err(e) => return Ending::failed(e.kind.as_str(), e.message),
     };
+    // The tree the runner walks, as `description.yaml` beside the logs (as LAVA leaves it).
+    match serde_yaml_ng::to_string(&dispatcher::pipeline::describe(&pipeline)) {
+        Ok(text) => {
+            if let Err(e) =
+                crate::fsutil::write_atomically(&dir.join("description.yaml"), text.as_bytes())
+            {
+                log.warning(&format!("description.yaml: {e:#}"));
+            }
+        }
+        Err(e) => log.warning(&format!("description.yaml: {e}")),
+    }
     // The board leaves the master image.
     log.info(&format!("board {board} leaves the master image: power off"));
-    if let Err(e) = app.registry.power(board, PowerAction::Off) {
+    // Under the board's power lock (power saving and people switch it too); from now on the
+    // dispatcher switches it, so the recorded power is unknown until the job ends.
+    let off = power_saving::with_board(board, || {
+        let r = app.registry.power(board, PowerAction::Off);
+        let _ = app.store.set_powered(board, Powered::Unknown);
+        r
+    });
+    if let Err(e) = off {
         log.warning(&format!("power off before the job: {e:#}"));
     }
     let _ = app.store.drop_pending_work(board);
@@ -205,7 +223,10 @@ fn finish(app: &Arc<App>, job: &Job, board: &str, ending: Ending) {
     );
     // Back to the master image, whatever the outcome (an agent job never left it).
     if !ending_kept_master(app, job) && !app.stopping.load(Ordering::SeqCst) {
-        if let Err(e) = app.registry.power(board, PowerAction::Cycle) {
+        let cycled = power_saving::with_board(board, || {
+            power_saving::switch(app, board, PowerAction::Cycle)
+        });
+        if let Err(e) = cycled {
             tracing::warn!(job = job.id, board, "back to the master: {e:#}");
         }
     }
@@ -252,12 +273,13 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<()> {
             let a = Arc::clone(app);
             tokio::task::spawn_blocking(move || {
                 if a.registry.configured(&b).is_some() {
-                    if let Err(e) = a.registry.power(&b, PowerAction::Off) {
-                        tracing::warn!(board = %b, "after restart: {e:#}");
-                    }
-                    if let Err(e) = a.registry.power(&b, PowerAction::On) {
-                        tracing::warn!(board = %b, "after restart: {e:#}");
-                    }
+                    power_saving::with_board(&b, || {
+                        for action in [PowerAction::Off, PowerAction::On] {
+                            if let Err(e) = power_saving::switch(&a, &b, action) {
+                                tracing::warn!(board = %b, "after restart: {e:#}");
+                            }
+                        }
+                    });
                 }
             });
         }

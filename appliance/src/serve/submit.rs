@@ -5,6 +5,7 @@
 use dispatcher::job::{parse_job, ActionBlock, Job};
 
 use super::agent_jobs;
+use super::consoles::Consoles;
 use super::registry::Registry;
 use crate::store::{Board, NewJob};
 
@@ -23,12 +24,14 @@ pub fn priority(p: Option<&str>) -> Result<i64, String> {
     }
 }
 
-/// Checks `yaml` (named `file` in messages) against the lab's boards; the job to queue.
+/// Checks `yaml` (named `file` in messages) against the lab's boards (a board whose console the
+/// appliance keeps needs no `connection_command`); the job to queue.
 pub fn check(
     file: &str,
     yaml: &str,
     boards: &[Board],
     registry: &Registry,
+    consoles: &Consoles,
 ) -> Result<(Job, NewJob), String> {
     let job = parse_job(file, yaml).map_err(|e| e.message)?;
     let prio = priority(job.priority.as_deref()).map_err(|e| format!("{file}: {e}"))?;
@@ -57,7 +60,9 @@ pub fn check(
             .map_err(|e| e.message)?;
         let pipeline = dispatcher::pipeline::build(&job, &dev).map_err(|e| e.message)?;
         let style = dispatcher::device::boot_style(&dev, &job.context).map_err(|e| e.message)?;
-        dispatcher::pipeline::validate(&job, &dev, style).map_err(|e| e.message)?;
+        let lab_console = consoles.get(&b.id).is_some();
+        dispatcher::pipeline::validate_in_lab(&job, &dev, style, lab_console)
+            .map_err(|e| e.message)?;
         drop(pipeline);
     }
     let new = NewJob {

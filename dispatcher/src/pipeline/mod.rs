@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use build::build;
 pub use describe::describe;
-pub use validate::validate;
+pub use validate::{validate, validate_in_lab};
 
 /// What the runner does for an action (before running its children).
 #[derive(Debug, Clone, PartialEq, Eq)]

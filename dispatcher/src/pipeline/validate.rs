@@ -8,6 +8,17 @@ use crate::testdef;
 
 /// Checks `job` on `device` booted the `style` way.
 pub fn validate(job: &Job, device: &Device, style: BootStyle) -> Result<()> {
+    validate_in_lab(job, device, style, false)
+}
+
+/// [`validate`], where `lab_console` says the lab keeps the board's console open itself
+/// ([`crate::services::LabServices::console`]), so the device needs no `connection_command`.
+pub fn validate_in_lab(
+    job: &Job,
+    device: &Device,
+    style: BootStyle,
+    lab_console: bool,
+) -> Result<()> {
     let mut index = 0;
     let mut kernel_cmd = None;
     for (i, block) in job.actions.iter().enumerate() {
@@ -25,7 +36,7 @@ pub fn validate(job: &Job, device: &Device, style: BootStyle) -> Result<()> {
             }
             ActionBlock::Boot(b) => {
                 let at = format!("{}:{}: actions[{i}].boot", job.file, b.common.line);
-                if device.connection_command.is_none() {
+                if device.connection_command.is_none() && !lab_console {
                     return Err(Error::config(format!(
                         "{}: no console: the device needs commands.connect (connection_command) to boot a job",
                         device.file

@@ -40,6 +40,19 @@ pub fn view(b: &Board) -> Value {
     v
 }
 
+/// The board's console as the appliance keeps it: `{"connected", "reconnects", "writer"}`, or
+/// null when it has none.
+fn console(app: &App, board: &str) -> Value {
+    match app.consoles.get(board) {
+        None => Value::Null,
+        Some(hub) => json!({
+            "connected": hub.connected(),
+            "reconnects": hub.reconnects(),
+            "writer": hub.writer(),
+        }),
+    }
+}
+
 /// Which of `http.tokens` the request carries: `http.tokens[N]`.
 fn token_name(app: &App, headers: &HeaderMap) -> String {
     let token = super::bearer(headers).unwrap_or_default();
@@ -61,7 +74,12 @@ fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
 pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let boards = app.store.boards()?;
-        Ok(Json(Value::Array(boards.iter().map(view).collect())))
+        let views = boards.iter().map(|b| {
+            let mut v = view(b);
+            v["console"] = console(&app, &b.id);
+            v
+        });
+        Ok(Json(Value::Array(views.collect())))
     })
     .await
 }
@@ -74,6 +92,7 @@ pub async fn show(
     blocking(move || {
         let b = load(&app, &id)?;
         let mut v = view(&b);
+        v["console"] = console(&app, &id);
         let events: Vec<Value> = app
             .store
             .events(&id, 50)?

@@ -45,7 +45,7 @@ pub async fn submit(
             .into_iter()
             .filter(|b| b.approved)
             .collect();
-        let (_, new) = submit::check(&file, &yaml, &boards, &a.registry).map_err(|e| {
+        let (_, new) = submit::check(&file, &yaml, &boards, &a.registry, &a.consoles).map_err(|e| {
             tracing::info!("api: job refused: {e}");
             ApiError::bad_request(e)
         })?;
@@ -182,6 +182,21 @@ pub async fn results(
     })
     .await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/yaml")], text).into_response())
+}
+
+/// `GET /jobs/{id}/pipeline`: the job's pipeline tree (`description.yaml` as JSON).
+pub async fn pipeline(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let job = load(&app, id)?;
+        let boards = app.store.boards()?;
+        crate::serve::pipeline_tree::tree(&job, &boards, &app.registry)
+            .map(Json)
+            .map_err(|e| ApiError::conflict(format!("job {id}: cannot build its pipeline: {e}")))
+    })
+    .await
 }
 
 /// `GET /jobs/{id}/logs/stream`: Server-Sent Events, one `log` event per line (its number as

@@ -106,6 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/jobs/{id}/logs", get(jobs::logs))
         .route("/jobs/{id}/logs/stream", get(jobs::stream))
         .route("/jobs/{id}/results", get(jobs::results))
+        .route("/jobs/{id}/pipeline", get(jobs::pipeline))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             require_token,

@@ -321,9 +321,17 @@ function reservationText(r) {
     .join(", ") || "—";
 }
 
+// "on", "off" (switched off by the appliance: power saving or a release) or "unknown".
+function powerBadge(p) {
+  if (p === undefined || p === null) return "—";
+  const b = badge(`power ${p}`);
+  b.dataset.power = p;
+  return b;
+}
+
 function boardsTable(boards) {
   const reservations = boards.some((b) => Object.prototype.hasOwnProperty.call(b, "reservation"));
-  const headers = ["Board", "Device type", "State", "Health", "Last check-in", "Current job"];
+  const headers = ["Board", "Device type", "State", "Health", "Power", "Last check-in", "Current job"];
   if (reservations) headers.push("Reservation");
   const rows = boards.map((b) => {
     const cells = [
@@ -331,6 +339,7 @@ function boardsTable(boards) {
       show(b.device_type),
       badge(b.state),
       badge(b.health),
+      powerBadge(b.powered),
       ago(b.last_checkin),
       jobLink(b.current_job),
     ];
@@ -420,6 +429,9 @@ function viewBoard(ctx, id) {
       ["device type", show(b.device_type)],
       ["state", badge(b.state)],
       ["health", badge(b.health)],
+      ["power", powerBadge(b.powered)],
+      ["console", b.console ? [b.console.connected ? "connected" : "down (reconnecting)",
+        `, ${b.console.reconnects} reconnect${b.console.reconnects === 1 ? "" : "s"}`] : "none configured"],
       ["approved", b.approved ? "yes" : "no"],
       ["from the config", b.from_config ? "yes" : "no (added or discovered)"],
       ["MAC", show(b.mac)],
@@ -809,6 +821,38 @@ function resultsView(text) {
   return [table("results-table", ["Suite", "Test case", "Result", "Measurement", "Unit"], rows, "no results"), raw];
 }
 
+// The pipeline tree (`description.yaml`): one nested list item per action, with its level,
+// name, timeout and retries; the description as the item's tooltip.
+function pipelineList(nodes) {
+  const list = el("ul", {class: "pipeline"});
+  for (const n of nodes || []) {
+    const meta = [];
+    if (n.timeout != null) meta.push(`timeout ${n.timeout} s`);
+    if (n.max_retries > 1) meta.push(`${n.max_retries} tries`);
+    const item = el("li", {title: n.description || ""},
+      el("span", {class: "level"}, show(n.level)), " ",
+      el("span", {class: "action"}, show(n.name)),
+      meta.length ? el("span", {class: "muted"}, ` (${meta.join(", ")})`) : "");
+    if (n.pipeline && n.pipeline.length) item.append(pipelineList(n.pipeline));
+    list.append(item);
+  }
+  return list;
+}
+
+async function loadPipeline(ctx, id, box) {
+  try {
+    const t = await api.get(`/jobs/${id}/pipeline`, ctx.signal);
+    if (!alive(ctx)) return;
+    const note = t.agent
+      ? "runs through the board's agent in the master image (no deploy or boot)"
+      : `built for ${t.board}'s device`;
+    box.replaceChildren(el("p", {class: "muted"}, note), pipelineList(t.pipeline));
+  } catch (e) {
+    if (e.status === 401) return report(ctx, e);
+    if (alive(ctx)) box.replaceChildren(el("p", {class: "muted"}, e.message));
+  }
+}
+
 function viewJob(ctx, id) {
   const title = el("span", {id: "job-name", class: "muted"});
   const cancel = el("button", {id: "job-cancel", type: "button", class: "danger", hidden: true}, "Cancel the job");
@@ -818,12 +862,14 @@ function viewJob(ctx, id) {
   const log = el("pre", {id: "job-log", class: "log"});
   const results = el("div", {id: "job-results"}, el("p", {class: "muted"}, "no results yet"));
   const yaml = el("pre", {id: "job-yaml", class: "text"});
+  const tree = el("div", {id: "job-pipeline"}, el("p", {class: "muted"}, "loading…"));
   $("view").append(
     el("h1", {}, `Job ${id} `, title),
     el("div", {class: "buttons"}, cancel, status),
     info,
     el("h2", {}, "Log ", logStatus), log,
     el("h2", {}, "Results"), results,
+    el("h2", {}, "Pipeline"), tree,
     el("h2", {}, "Job definition"), yaml);
 
   let finished = false;
@@ -876,6 +922,7 @@ function viewJob(ctx, id) {
       if (!alive(ctx)) return;
       render(job);
       yaml.textContent = job.yaml || "";
+      loadPipeline(ctx, id, tree);
       if (finished) loadResults();
       // The fields follow the job until it ends (the log stream's end event ends it too).
       const poll = every(ctx, REFRESH_MS, async () => {
