@@ -30,6 +30,9 @@ packages=(
   prometheus
   # the web dashboard's browser test: headless Chromium driven by chromedriver
   chromium chromium-driver
+  # the appliance's shared store: its tests start their own PostgreSQL (initdb + pg_ctl from
+  # /usr/lib/postgresql/*/bin) in a temporary directory, as the package's `postgres` user
+  postgresql
 )
 
 find_missing() {
@@ -63,7 +66,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
       exit 1
     fi
   fi
-  for svc in tftpd-hpa kea-dhcp4-server prometheus; do
+  for svc in tftpd-hpa kea-dhcp4-server prometheus postgresql; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
@@ -106,4 +109,10 @@ if ! command -v modinfo >/dev/null && [ ! -x /usr/sbin/modinfo ] && [ ! -x /sbin
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kmod >/dev/null
+fi
+
+# --- fuzzing: cargo-fuzz for `make fuzz-smoke` (libFuzzer targets under fuzz/) ------------------
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
 fi

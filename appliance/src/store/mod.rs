@@ -1,11 +1,18 @@
 //! The appliance's state behind one trait: boards, board events, jobs, job logs and results,
 //! and the agents' work items. No SQL lives outside this module; [`sqlite`] is the default
-//! backend (a shared PostgreSQL can implement the same trait for several appliances).
+//! backend, [`postgres`] the one several appliances share. [`open`] picks one from the config's
+//! `database:` URL. [`pg_cluster`] starts a throwaway PostgreSQL for tests.
 //!
 //! Every method that changes something has committed it when it returns, so an answer sent to
-//! a client after a call never acknowledges a write a crash could lose.
+//! a client after a call never acknowledges a write a crash could lose. Both backends pass the
+//! same conformance suite (`conformance.rs`).
 
+#[cfg(test)]
+mod conformance;
 mod migrations;
+mod names;
+pub mod pg_cluster;
+pub mod postgres;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -400,15 +407,21 @@ pub trait Store: Send + Sync {
     fn end_reservation(&self, board: &str) -> Result<Option<Reservation>>;
 }
 
-/// Opens the store a `database:` URL names: `sqlite:PATH` (relative to `state_dir`).
+/// Opens the store a `database:` URL names: `sqlite:PATH` (relative to `state_dir`), or
+/// `postgres://…` / `postgresql://…` (a PostgreSQL database, migrated on open). Errors name the
+/// URL without its password.
 pub fn open(url: &str, state_dir: &std::path::Path) -> Result<Box<dyn Store>> {
+    if postgres::is_postgres_url(url) {
+        return Ok(Box::new(postgres::PostgresStore::connect(url)?));
+    }
     match url.split_once(':') {
         Some(("sqlite", path)) => {
             let path = state_dir.join(path);
             Ok(Box::new(sqlite::SqliteStore::open(&path)?))
         }
         _ => Err(StoreError(format!(
-            "'{url}' is not a supported URL (sqlite:PATH)"
+            "'{}' is not a supported URL (sqlite:PATH, postgres://…)",
+            postgres::redact(url)
         ))),
     }
 }
