@@ -97,6 +97,22 @@ pub struct Services {
     consoles: Option<Arc<dyn ConsoleProvider>>,
 }
 
+impl Services {
+    /// The seam of an appliance with no servers (a front end that serves only the API and
+    /// the dashboard): it has no boards, so no job and no reservation ever publishes here.
+    pub fn without_servers(server_ip: IpAddr) -> Arc<Services> {
+        Arc::new(Services {
+            server_ip,
+            scripts: Scripts::default(),
+            jobs: Jobs::default(),
+            nfs: None,
+            nbd: None,
+            owned: Mutex::new(Vec::new()),
+            consoles: None,
+        })
+    }
+}
+
 /// Consoles kept open outside the job (`labboot serve`'s), lent to jobs through
 /// [`LabServices::console`].
 pub trait ConsoleProvider: Send + Sync {

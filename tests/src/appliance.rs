@@ -322,12 +322,18 @@ impl ApplianceLab {
             if j["state"] == state {
                 return j;
             }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} never reached {state}: {j}\n{}\n{}",
-                self.board_json(&self.board.board_id).unwrap_or_default(),
-                self.serve_log()
-            );
+            if Instant::now() >= deadline {
+                let out = self.cli(&["job", "logs", &id.to_string()]);
+                let log = String::from_utf8_lossy(&out.stdout);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "job {id} never reached {state}: {j}\n--- the job's log, last lines:\n{}\n--- board:\n{}\n--- labboot serve:\n{}",
+                    tail.join("\n"),
+                    self.board_json(&self.board.board_id).unwrap_or_default(),
+                    self.serve_log()
+                );
+            }
             std::thread::sleep(Duration::from_secs(2));
         }
     }

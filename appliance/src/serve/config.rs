@@ -26,9 +26,18 @@ pub struct ApplianceConfig {
     /// Database, job outputs, TFTP root of jobs (default `/var/lib/labboot`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// `sqlite:FILE` (relative to `state_dir`; default `sqlite:labboot.db`).
+    /// `sqlite:FILE` (relative to `state_dir`; default `sqlite:labboot.db`), or a
+    /// `postgresql://` URL that several appliances share.
     #[serde(default = "default_database")]
     pub database: String,
+    /// This appliance's name in a lab of several (default: the host name). Boards belong to
+    /// the appliance that serves their network; jobs record which appliance ran them.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Seconds after its last heartbeat at which the other appliances declare this one lost
+    /// and end its running jobs (default 30).
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
     /// The HTTP API.
     #[serde(default)]
     pub http: HttpConfig,
@@ -272,6 +281,9 @@ pub struct UsbSwitch {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/labboot")
 }
+fn default_lease_seconds() -> u64 {
+    30
+}
 fn default_database() -> String {
     "sqlite:labboot.db".into()
 }
@@ -388,6 +400,22 @@ impl ApplianceConfig {
                 self.database
             );
         }
+        if let Some(n) = &self.name {
+            if n.is_empty()
+                || n.len() > 63
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                bail!("name: '{n}': 1 to 63 letters, digits, '-', '_' or '.'");
+            }
+        }
+        if self.lease_seconds < 3 {
+            bail!("lease_seconds: at least 3 (heartbeats go every lease_seconds / 3)");
+        }
+        if self.api_only() {
+            return Ok(());
+        }
         if self.server_ip.is_none() && self.dhcp.is_none() {
             bail!("server_ip: give the address boards reach this host at (or a dhcp: section)");
         }
@@ -430,6 +458,34 @@ impl ApplianceConfig {
         Ok(())
     }
 
+    /// A front end with no lab of its own: no servers and no boards (only the API and the
+    /// dashboard of the whole lab, from the shared database).
+    pub fn api_only(&self) -> bool {
+        self.server_ip.is_none()
+            && self.dhcp.is_none()
+            && self.tftp.is_none()
+            && self.nbd.is_none()
+            && self.nfs.is_none()
+            && self.boards.is_empty()
+    }
+
+    /// Whether the database is shared with other appliances (PostgreSQL).
+    pub fn shared_database(&self) -> bool {
+        !self.database.starts_with("sqlite:")
+    }
+
+    /// This appliance's name: `name:`, else the host name.
+    pub fn name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "labboot".into())
+    }
+
     /// The address boards reach the appliance at.
     pub fn server_ip(&self) -> IpAddr {
         self.server_ip
@@ -454,6 +510,9 @@ impl ApplianceConfig {
     /// devices exist. Every problem, one per line.
     pub fn check_files(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.api_only() {
+            return problems;
+        }
         let dir = self.master_dir();
         let mut files = vec![
             ("master.kernel", &self.master.kernel),
@@ -533,6 +592,30 @@ mod tests {
         let path = dir.path().join("appliance.yaml");
         std::fs::write(&path, text)?;
         ApplianceConfig::load(&path)
+    }
+
+    #[test]
+    fn names_leases_and_front_ends() {
+        let c = load("", "name: rack-2.east\nlease_seconds: 12").unwrap();
+        assert_eq!(c.name(), "rack-2.east");
+        assert_eq!(c.lease_seconds, 12);
+        assert!(!c.api_only() && !c.shared_database());
+        let e = load("", "name: 'two words'").unwrap_err().to_string();
+        assert!(e.contains("name: 'two words'"), "{e}");
+        let e = load("", "lease_seconds: 1").unwrap_err().to_string();
+        assert!(e.contains("lease_seconds: at least 3"), "{e}");
+        // No servers and no boards: a front end, which needs no server_ip and no master.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("front.yaml");
+        std::fs::write(
+            &path,
+            "http: {tokens: [a-long-token]}\ndatabase: postgresql://lab@db.example/lab\n",
+        )
+        .unwrap();
+        let c = ApplianceConfig::load(&path).unwrap();
+        assert!(c.api_only() && c.shared_database());
+        assert!(c.check_files().is_empty());
+        assert!(!c.name().is_empty());
     }
 
     #[test]

@@ -116,3 +116,14 @@ impl Write for SharedSink {
         Ok(())
     }
 }
+
+/// A `logs.yaml` error line the appliance itself writes into a job's log (a job ended by a
+/// restart or by a lost appliance): `- {"dt": …, "lvl": "error", "msg": "…"}`.
+pub fn error_line(message: &str) -> String {
+    let dt = super::api::views::rfc3339(crate::store::now_ms());
+    format!(
+        "- {{\"dt\": \"{}\", \"lvl\": \"error\", \"msg\": {}}}",
+        dt.trim_end_matches('Z'),
+        serde_json::Value::String(message.to_string())
+    )
+}

@@ -11,6 +11,7 @@
 
 pub mod agent_jobs;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod consoles;
 pub mod dashboard;
@@ -44,6 +45,8 @@ use registry::Registry;
 pub struct App {
     /// The checked config.
     pub config: ApplianceConfig,
+    /// This appliance's name (`name:` or the host name).
+    pub name: String,
     /// State.
     pub store: Arc<dyn Store>,
     /// The boards.
@@ -99,51 +102,71 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", jobs_dir.display()))?;
     let store: Arc<dyn Store> =
         Arc::from(store::open(&config.database, &config.state_dir).map_err(|e| anyhow!("{e}"))?);
+    let name = config.name();
+    let api_only = config.api_only();
     let registry = Arc::new(Registry::load(&config, Arc::clone(&store))?);
     let consoles = consoles::Consoles::from_config(&config, &registry);
 
-    // The servers, with the registry's boot scripts and the master.
-    let (lease_tx, lease_rx) = netboot::dhcp::events::channel();
-    let script_registry = registry.script_source();
-    let hooks = Hooks {
-        board_script: Some(Arc::new(move |board, client| {
-            script_registry.script_for(board, client)
-        })),
-        master_dir: Some(config.master_dir()),
-        master_export: Some(config.master_dir().join(&config.master.root)),
-        lease_events: Some(lease_tx),
-        consoles: Some(Arc::new(consoles.clone())),
+    // The servers, with the registry's boot scripts and the master (none on a front end).
+    let (mut lab, lease_rx) = if api_only {
+        tracing::info!(appliance = %name, "no lab section (servers, boards): serving the API and the dashboard only");
+        (None, None)
+    } else {
+        let (lease_tx, lease_rx) = netboot::dhcp::events::channel();
+        let script_registry = registry.script_source();
+        let hooks = Hooks {
+            board_script: Some(Arc::new(move |board, client| {
+                script_registry.script_for(board, client)
+            })),
+            master_dir: Some(config.master_dir()),
+            master_export: Some(config.master_dir().join(&config.master.root)),
+            lease_events: Some(lease_tx),
+            consoles: Some(Arc::new(consoles.clone())),
+        };
+        let lab = Lab::spawn(
+            lab_config(&config),
+            Needs {
+                nfs: true,
+                nbd: true,
+            },
+            &config.state_dir.join("tftp"),
+            hooks,
+        )
+        .await
+        .context("cannot start the servers")?;
+        (Some(lab), Some(lease_rx))
     };
-    let mut lab = Lab::spawn(
-        lab_config(&config),
-        Needs {
-            nfs: true,
-            nbd: true,
-        },
-        &config.state_dir.join("tftp"),
-        hooks,
-    )
-    .await
-    .context("cannot start the servers")?;
-    let nbd_port = lab.nbd_port().unwrap_or(10809);
+    let nbd_port = lab.as_ref().and_then(|l| l.nbd_port()).unwrap_or(10809);
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http: cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    registry.set_master(master::MasterBoot::new(
-        &config,
-        config.server_ip(),
-        nbd_port,
-        http_addr.port(),
-    ));
+    let server_ip = if api_only {
+        http_addr.ip()
+    } else {
+        config.server_ip()
+    };
+    if !api_only {
+        registry.set_master(master::MasterBoot::new(
+            &config,
+            server_ip,
+            nbd_port,
+            http_addr.port(),
+        ));
+    }
+    let services = match &lab {
+        Some(l) => l.services(),
+        None => Services::without_servers(server_ip),
+    };
     let (log_events, _) = tokio::sync::broadcast::channel(1024);
     let app = Arc::new(App {
-        server_ip: config.server_ip(),
+        server_ip,
         config,
+        name,
         store,
         registry,
-        services: lab.services(),
+        services,
         http_addr,
         wake: Notify::new(),
         running: Mutex::new(HashMap::new()),
@@ -161,14 +184,19 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
 
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(scheduler::run(Arc::clone(&app), cancel.clone()));
-    tasks.spawn(registry::sweep(Arc::clone(&app), cancel.clone()));
-    tasks.spawn(power_saving::run(Arc::clone(&app), cancel.clone()));
-    tasks.spawn(registry::follow_leases(
-        Arc::clone(&app),
-        lease_rx,
-        cancel.clone(),
-    ));
+    tasks.spawn(cluster::run(Arc::clone(&app), cancel.clone()));
+    if !api_only {
+        tasks.spawn(scheduler::run(Arc::clone(&app), cancel.clone()));
+        tasks.spawn(registry::sweep(Arc::clone(&app), cancel.clone()));
+        tasks.spawn(power_saving::run(Arc::clone(&app), cancel.clone()));
+    }
+    if let Some(rx) = lease_rx {
+        tasks.spawn(registry::follow_leases(
+            Arc::clone(&app),
+            rx,
+            cancel.clone(),
+        ));
+    }
     let router = api::router(Arc::clone(&app));
     let http_cancel = cancel.clone();
     let http = tokio::spawn(async move {
@@ -181,9 +209,15 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
     });
 
     let signal = crate::shutdown::on_signal()?;
+    let failed = async {
+        match lab.as_mut() {
+            Some(l) => l.failed().await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         () = signal => Ok(()),
-        e = lab.failed() => Err(e),
+        e = failed => Err(e),
     };
     app.stopping
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -200,7 +234,10 @@ pub async fn serve(config: ApplianceConfig) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("http: connections did not close in 5 s"),
         _ => {}
     }
-    let stopped = lab.stop().await;
+    let stopped = match lab {
+        Some(l) => l.stop().await,
+        None => Ok(()),
+    };
     tracing::info!("labboot: stopped");
     outcome.and(stopped)
 }

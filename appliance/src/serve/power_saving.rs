@@ -99,6 +99,10 @@ fn tick(app: &App, idle_since: &mut HashMap<String, Millis>) {
             return;
         }
     };
+    let boards: Vec<Board> = boards
+        .into_iter()
+        .filter(|b| app.registry.serves(b))
+        .collect();
     let now = now_ms();
     for b in &boards {
         if b.reservation.as_ref().is_some_and(|r| r.until <= now) {

@@ -34,6 +34,7 @@ pub struct ConfiguredBoard {
 /// The board registry.
 pub struct Registry {
     store: Arc<dyn Store>,
+    appliance: String,
     configured: HashMap<String, ConfiguredBoard>,
     templates: Option<PathBuf>,
     accept_unknown: bool,
@@ -105,6 +106,7 @@ impl Registry {
     /// Loads the config's boards (their device files are read to learn their device types)
     /// and records them in the store.
     pub fn load(config: &ApplianceConfig, store: Arc<dyn Store>) -> anyhow::Result<Registry> {
+        let appliance = config.name();
         let mut configured = HashMap::new();
         for (i, b) in config.boards.iter().enumerate() {
             let dev = dispatcher::device::load_device(
@@ -126,6 +128,10 @@ impl Registry {
             row.device_type = dev.device_type.clone();
             row.approved = true;
             row.from_config = true;
+            if let Some(other) = row.appliance.as_deref().filter(|a| *a != appliance) {
+                tracing::info!(board = %b.id, "served by this appliance ({appliance}) from now on, was {other}");
+            }
+            row.appliance = Some(appliance.clone());
             if row.health == Health::Pending {
                 row.health = Health::Unknown;
             }
@@ -145,6 +151,7 @@ impl Registry {
                 master: OnceLock::new(),
             }),
             store,
+            appliance,
             configured,
             templates: config.device_types.clone(),
             accept_unknown: config.agent.accept_unknown,
@@ -153,6 +160,11 @@ impl Registry {
             work: Mutex::new(HashMap::new()),
             polls: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether this appliance serves `b` (boards of no appliance yet count as its own).
+    pub fn serves(&self, b: &Board) -> bool {
+        b.appliance.as_deref().is_none_or(|a| a == self.appliance)
     }
 
     /// The source the TFTP resolver asks for boot scripts.
@@ -349,6 +361,8 @@ impl Registry {
             .or(Some(peer.ip().to_string()));
         board.last_checkin = Some(now);
         board.info = serde_json::to_value(c).unwrap_or_default();
+        // The appliance a board checks in with is on its network: it serves the board.
+        board.appliance = Some(self.appliance.clone());
         self.store.put_board(&board).map_err(db)?;
         if was != board.health {
             let msg = format!(
@@ -506,7 +520,10 @@ fn sweep_once(app: &App) {
     let now = now_ms();
     let timeout = reg.checkin_timeout.as_millis() as i64;
     for mut b in boards {
-        if b.state != BoardState::Idle || !matches!(b.health, Health::Online | Health::Unknown) {
+        if !reg.serves(&b)
+            || b.state != BoardState::Idle
+            || !matches!(b.health, Health::Online | Health::Unknown)
+        {
             continue;
         }
         let seen = reg.last_seen(&b);

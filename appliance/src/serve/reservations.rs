@@ -376,7 +376,7 @@ pub fn restore(app: &App) {
     let Ok(boards) = app.store.boards() else {
         return;
     };
-    for b in boards {
+    for b in boards.into_iter().filter(|b| app.registry.serves(b)) {
         let Some(boot) = b.reservation.and_then(|r| r.boot) else {
             continue;
         };

@@ -249,7 +249,7 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<()> {
     let a = Arc::clone(app);
     let interrupted = tokio::task::spawn_blocking(move || {
         a.store
-            .recover_interrupted("appliance restarted")
+            .recover_interrupted(&a.name, "appliance restarted")
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
     .await??;
@@ -257,9 +257,8 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<()> {
         tracing::warn!(job, board = board.as_deref().unwrap_or("-"), "job was running when the appliance stopped: incomplete (InfrastructureError: appliance restarted)");
         let _ = app.store.append_log(
             job,
-            &[format!(
-                "- {{\"dt\": \"{}\", \"lvl\": \"error\", \"msg\": \"InfrastructureError: appliance restarted\"}}",
-                super::api::views::rfc3339(crate::store::now_ms()).trim_end_matches('Z')
+            &[super::logs::error_line(
+                "InfrastructureError: appliance restarted",
             )],
         );
         if let Some(b) = board {

@@ -75,8 +75,9 @@ fn schedule_once(app: &Arc<App>) {
             return;
         }
     };
-    let boards = match app.store.boards() {
-        Ok(b) => b,
+    // Only the boards this appliance serves: in a lab of several, each claims jobs for its own.
+    let boards: Vec<Board> = match app.store.boards() {
+        Ok(b) => b.into_iter().filter(|b| app.registry.serves(b)).collect(),
         Err(e) => {
             tracing::error!("scheduler: {e}");
             return;
@@ -144,6 +145,7 @@ mod tests {
             error_type: None,
             error: None,
             yaml: String::new(),
+            appliance: None,
         }
     }
 

@@ -25,13 +25,15 @@ pub fn priority(p: Option<&str>) -> Result<i64, String> {
 }
 
 /// Checks `yaml` (named `file` in messages) against the lab's boards (a board whose console the
-/// appliance keeps needs no `connection_command`); the job to queue.
+/// appliance keeps needs no `connection_command`); the job to queue. With a `shared` database
+/// (several appliances), a job no board here can check is queued once its YAML is valid.
 pub fn check(
     file: &str,
     yaml: &str,
     boards: &[Board],
     registry: &Registry,
     consoles: &Consoles,
+    shared: bool,
 ) -> Result<(Job, NewJob), String> {
     let job = parse_job(file, yaml).map_err(|e| e.message)?;
     let prio = priority(job.priority.as_deref()).map_err(|e| format!("{file}: {e}"))?;
@@ -39,13 +41,20 @@ pub fn check(
         .iter()
         .filter(|b| b.device_type == job.device_type)
         .collect();
-    if candidates.is_empty() {
+    if candidates.is_empty() && !shared {
         return Err(format!(
             "{file}: device_type '{}': no board of this type in the lab",
             job.device_type
         ));
     }
-    if !agent_jobs::is_agent_job(&job) {
+    // With a shared database, a job for boards this appliance does not serve (or for a type
+    // no appliance serves right now) waits in the queue: the appliance that claims it builds
+    // its pipeline again against the board's device, and an error there ends the job.
+    let remote = shared
+        && candidates
+            .iter()
+            .all(|b| registry.configured(&b.id).is_none());
+    if !agent_jobs::is_agent_job(&job) && !remote {
         let Some(b) = candidates
             .iter()
             .find(|b| registry.configured(&b.id).is_some())

@@ -151,6 +151,28 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Sets appliance `name`'s last heartbeat to `seen`, behind the store's back.
+    fn set_seen(&self, name: &str, seen: Millis) {
+        let changed = match &self.backend {
+            Backend::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .unwrap()
+                .execute(
+                    "UPDATE appliances SET seen = ?2 WHERE name = ?1",
+                    rusqlite::params![name, seen],
+                )
+                .unwrap() as u64,
+            Backend::Postgres { url } => pg_client(url)
+                .execute(
+                    "UPDATE appliances SET seen = $2 WHERE name = $1",
+                    &[&name, &seen],
+                )
+                .unwrap(),
+        };
+        assert_eq!(changed, 1, "no appliance '{name}'");
+    }
+}
+
 /// A direct connection to `url`, for looking behind a store's back (plain `#[test]`s run on no
 /// tokio runtime, so the synchronous client may be used here).
 pub(super) fn pg_client(url: &str) -> ::postgres::Client {
@@ -172,6 +194,28 @@ fn put_idle(store: &dyn Store, id: &str) {
 
 fn ids(jobs: &[Job]) -> Vec<JobId> {
     jobs.iter().map(|j| j.id).collect()
+}
+
+/// An idle board served by `appliance`.
+fn put_served(store: &dyn Store, id: &str, appliance: &str) {
+    store
+        .put_board(&Board {
+            appliance: Some(appliance.to_string()),
+            ..Board::new(id, "rpi4")
+        })
+        .unwrap();
+}
+
+/// A new job started on `board`; its id.
+fn started_on(store: &dyn Store, board: &str) -> JobId {
+    let id = store.insert_job(&new_job(board, 50)).unwrap();
+    store.start_job(id, board).unwrap();
+    id
+}
+
+/// An hour ago.
+fn long_ago() -> Millis {
+    now_ms() - 3_600_000
 }
 
 fn reopen_is_idempotent_and_keeps_data(h: &Harness) {
@@ -521,7 +565,7 @@ fn recover_interrupted_jobs(h: &Harness) {
     let done_before = store.job(done).unwrap().unwrap();
 
     let recovered = store
-        .recover_interrupted("the appliance restarted")
+        .recover_interrupted("a1", "the appliance restarted")
         .unwrap();
     assert_eq!(
         recovered,
@@ -548,7 +592,7 @@ fn recover_interrupted_jobs(h: &Harness) {
     }
     assert_eq!(store.job(done).unwrap().unwrap(), done_before);
     assert_eq!(store.job(queued).unwrap().unwrap().state, JobState::Queued);
-    assert!(store.recover_interrupted("again").unwrap().is_empty());
+    assert!(store.recover_interrupted("a1", "again").unwrap().is_empty());
 }
 
 fn log_numbering_and_paging(h: &Harness) {
@@ -708,6 +752,7 @@ fn board_roundtrip_of_every_field(h: &Harness) {
             powered: Powered::Unknown,
             powered_at: None,
             reservation: None,
+            appliance: (i % 2 == 0).then(|| format!("appliance-{i}")),
         };
         store.put_board(&board).unwrap();
         assert_eq!(store.board(&board.id).unwrap().unwrap(), board);
@@ -1037,6 +1082,433 @@ fn reserve_finish_cancel_race_across_stores(h: &Harness) {
     assert!(canceled.iter().all(|job| *job == stored), "{canceled:?}");
 }
 
+/// `put_board` writes the board's appliance like its other fields; `start_job` copies it to
+/// the job, which keeps it once finished.
+fn boards_and_jobs_record_their_appliance(h: &Harness) {
+    let store = h.store();
+    assert_eq!(Board::new("x", "rpi4").appliance, None);
+    put_served(store, "e1", "east");
+    put_idle(store, "n1");
+    assert_eq!(
+        store.board("e1").unwrap().unwrap().appliance.as_deref(),
+        Some("east")
+    );
+    assert_eq!(store.board("n1").unwrap().unwrap().appliance, None);
+
+    let queued = store.insert_job(&new_job("q", 50)).unwrap();
+    assert_eq!(store.job(queued).unwrap().unwrap().appliance, None);
+    store.start_job(queued, "e1").unwrap();
+    let job = store.job(queued).unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.board.as_deref(), job.appliance.as_deref()),
+        (JobState::Running, Some("e1"), Some("east"))
+    );
+    assert_eq!(store.jobs(&JobFilter::default()).unwrap(), vec![job]);
+    store.cancel_job(queued).unwrap();
+    store.finish_job(queued, JobHealth::Canceled, None).unwrap();
+    assert_eq!(
+        store.job(queued).unwrap().unwrap().appliance.as_deref(),
+        Some("east"),
+        "a finished job keeps who ran it"
+    );
+
+    // A board served by no appliance gives its jobs none.
+    let plain = started_on(store, "n1");
+    assert_eq!(store.job(plain).unwrap().unwrap().appliance, None);
+
+    // The board moves to another appliance: its next job is that one's.
+    let mut moved = store.board("e1").unwrap().unwrap();
+    moved.appliance = Some("west".to_string());
+    store.put_board(&moved).unwrap();
+    assert_eq!(store.board("e1").unwrap().unwrap(), moved);
+    let next = started_on(store, "e1");
+    assert_eq!(
+        store.job(next).unwrap().unwrap().appliance.as_deref(),
+        Some("west")
+    );
+    // put_board replaces it with None too.
+    let mut none = store.board("e1").unwrap().unwrap();
+    none.appliance = None;
+    store.put_board(&none).unwrap();
+    assert_eq!(store.board("e1").unwrap().unwrap().appliance, None);
+    // Another store reads the same.
+    assert_eq!(
+        h.reopen().job(next).unwrap().unwrap().appliance.as_deref(),
+        Some("west")
+    );
+}
+
+/// A heartbeat inserts or updates the appliance: `seen` now, `started` now when it is new or
+/// starting, else kept.
+fn heartbeats_record_appliances(h: &Harness) {
+    let store = h.store();
+    assert!(store.appliances().unwrap().is_empty());
+    let before = now_ms();
+    store
+        .heartbeat("west", "http://10.0.0.2:8080", true)
+        .unwrap();
+    store
+        .heartbeat("east", "http://10.0.0.1:8080", false)
+        .unwrap();
+    let after = now_ms();
+    let first = store.appliances().unwrap();
+    let names: Vec<&str> = first.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["east", "west"]);
+    assert_eq!(first[0].url, "http://10.0.0.1:8080");
+    for a in &first {
+        assert!(a.seen >= before && a.seen <= after, "{a:?}");
+        assert_eq!(
+            a.started, a.seen,
+            "new: started now whatever `starting` says"
+        );
+    }
+
+    std::thread::sleep(Duration::from_millis(5));
+    store
+        .heartbeat("east", "http://10.0.0.9:8080", false)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    store
+        .heartbeat("west", "http://10.0.0.2:8080", true)
+        .unwrap();
+    let second = store.appliances().unwrap();
+    let (east, west) = (&second[0], &second[1]);
+    assert_eq!(east.url, "http://10.0.0.9:8080");
+    assert!(east.seen > first[0].seen, "{east:?}");
+    assert_eq!(east.started, first[0].started, "not starting: kept");
+    assert!(west.seen > east.seen, "{west:?}");
+    assert_eq!(west.started, west.seen, "starting again: now");
+    assert!(west.seen <= now_ms());
+    assert_eq!(h.reopen().appliances().unwrap(), second);
+}
+
+/// An appliance's restart finishes its own running jobs and those claimed by none, never
+/// another appliance's.
+fn recover_interrupted_leaves_other_appliances_jobs(h: &Harness) {
+    let store = h.store();
+    put_served(store, "e1", "east");
+    put_served(store, "w1", "west");
+    put_served(store, "w2", "west");
+    put_idle(store, "n1");
+    let east = started_on(store, "e1");
+    let west = started_on(store, "w1");
+    let canceling = started_on(store, "w2");
+    store.cancel_job(canceling).unwrap();
+    let unclaimed = started_on(store, "n1");
+    let east_before = store.job(east).unwrap().unwrap();
+
+    let recovered = store
+        .recover_interrupted("west", "appliance restarted")
+        .unwrap();
+    assert_eq!(
+        recovered,
+        vec![
+            (west, Some("w1".to_string())),
+            (canceling, Some("w2".to_string())),
+            (unclaimed, Some("n1".to_string())),
+        ]
+    );
+    for id in [west, canceling, unclaimed] {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(
+            (
+                job.state,
+                job.health,
+                job.error_type.as_deref(),
+                job.error.as_deref()
+            ),
+            (
+                JobState::Finished,
+                JobHealth::Incomplete,
+                Some("InfrastructureError"),
+                Some("appliance restarted")
+            )
+        );
+    }
+    for b in ["w1", "w2", "n1"] {
+        let board = store.board(b).unwrap().unwrap();
+        assert_eq!(
+            (board.state, board.current_job),
+            (BoardState::Idle, None),
+            "{b}"
+        );
+    }
+    // East's job runs on, its board still busy with it.
+    assert_eq!(store.job(east).unwrap().unwrap(), east_before);
+    let e1 = store.board("e1").unwrap().unwrap();
+    assert_eq!((e1.state, e1.current_job), (BoardState::Job, Some(east)));
+    assert!(store
+        .recover_interrupted("west", "again")
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.recover_interrupted("east", "restarted").unwrap(),
+        vec![(east, Some("e1".to_string()))]
+    );
+}
+
+/// `running_for` lists the running and canceling jobs an appliance claimed.
+fn running_for_lists_an_appliances_jobs(h: &Harness) {
+    let store = h.store();
+    for b in ["e1", "e2", "e3"] {
+        put_served(store, b, "east");
+    }
+    put_served(store, "w1", "west");
+    put_idle(store, "n1");
+    let running = started_on(store, "e1");
+    let canceling = started_on(store, "e2");
+    let done = started_on(store, "e3");
+    store.finish_job(done, JobHealth::Complete, None).unwrap();
+    let west = started_on(store, "w1");
+    started_on(store, "n1");
+    store.insert_job(&new_job("queued", 50)).unwrap();
+    // Canceled through another appliance: its owner sees it canceling.
+    h.reopen().cancel_job(canceling).unwrap();
+
+    let east = store.running_for("east").unwrap();
+    assert_eq!(ids(&east), vec![running, canceling]);
+    assert_eq!(east[0], store.job(running).unwrap().unwrap());
+    assert_eq!(
+        (east[0].state, east[1].state),
+        (JobState::Running, JobState::Canceling)
+    );
+    assert_eq!(ids(&store.running_for("west").unwrap()), vec![west]);
+    assert!(store.running_for("nope").unwrap().is_empty());
+    assert_eq!(h.reopen().running_for("east").unwrap(), east);
+}
+
+/// A lost appliance's running jobs are finished incomplete and its boards shown offline, once;
+/// the caller itself, appliances heard of lately and other appliances' jobs are left alone.
+fn recover_lost_finishes_a_lost_appliances_jobs(h: &Harness) {
+    let store = h.store();
+    put_served(store, "e1", "east");
+    put_served(store, "e2", "east");
+    store
+        .put_board(&Board {
+            state: BoardState::Maintenance,
+            health: Health::Online,
+            appliance: Some("east".to_string()),
+            ..Board::new("em", "rpi4")
+        })
+        .unwrap();
+    put_served(store, "w1", "west");
+    put_served(store, "c1", "central");
+    put_idle(store, "n1");
+    for b in ["e1", "e2", "w1", "c1", "n1"] {
+        let mut board = store.board(b).unwrap().unwrap();
+        board.health = Health::Online;
+        store.put_board(&board).unwrap();
+    }
+    let done = started_on(store, "e1");
+    store.finish_job(done, JobHealth::Complete, None).unwrap();
+    let done_before = store.job(done).unwrap().unwrap();
+    let running = started_on(store, "e1");
+    let canceling = started_on(store, "e2");
+    store.cancel_job(canceling).unwrap();
+    let west = started_on(store, "w1");
+    let own = started_on(store, "c1");
+    let unclaimed = started_on(store, "n1");
+    for name in ["east", "west", "central", "south"] {
+        store
+            .heartbeat(name, &format!("http://{name}:8080"), true)
+            .unwrap();
+    }
+    // East and south (no boards, no jobs) are lost; so is the caller, central, which is not
+    // its own judge.
+    for name in ["east", "central", "south"] {
+        h.set_seen(name, long_ago());
+    }
+    let before = now_ms();
+    let lost = store.recover_lost("central", 60_000).unwrap();
+    assert_eq!(
+        lost,
+        vec![
+            LostJob {
+                job: running,
+                board: Some("e1".to_string()),
+                appliance: "east".to_string(),
+            },
+            LostJob {
+                job: canceling,
+                board: Some("e2".to_string()),
+                appliance: "east".to_string(),
+            },
+        ]
+    );
+    for id in [running, canceling] {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(
+            (
+                job.state,
+                job.health,
+                job.error_type.as_deref(),
+                job.error.as_deref()
+            ),
+            (
+                JobState::Finished,
+                JobHealth::Incomplete,
+                Some("InfrastructureError"),
+                Some("appliance east lost")
+            )
+        );
+        assert!(job.ended.unwrap() >= before);
+        assert_eq!(job.appliance.as_deref(), Some("east"));
+    }
+    assert_eq!(store.job(done).unwrap().unwrap(), done_before);
+    for b in ["e1", "e2"] {
+        let board = store.board(b).unwrap().unwrap();
+        assert_eq!(
+            (board.state, board.health, board.current_job),
+            (BoardState::Idle, Health::Offline, None),
+            "{b}"
+        );
+    }
+    let em = store.board("em").unwrap().unwrap();
+    assert_eq!(
+        (em.state, em.health, em.current_job),
+        (BoardState::Maintenance, Health::Offline, None)
+    );
+    for (id, board) in [(west, "w1"), (own, "c1"), (unclaimed, "n1")] {
+        assert_eq!(
+            store.job(id).unwrap().unwrap().state,
+            JobState::Running,
+            "{board}"
+        );
+        let b = store.board(board).unwrap().unwrap();
+        assert_eq!(
+            (b.state, b.health, b.current_job),
+            (BoardState::Job, Health::Online, Some(id)),
+            "{board}"
+        );
+    }
+
+    // Nothing more to do the second time: the boards are not even written again.
+    let boards_before = store.boards().unwrap();
+    assert!(store.recover_lost("central", 60_000).unwrap().is_empty());
+    assert_eq!(store.boards().unwrap(), boards_before);
+    // Another appliance judges central, silent as long as east was.
+    let by_west = h.reopen().recover_lost("west", 60_000).unwrap();
+    assert_eq!(
+        by_west,
+        vec![LostJob {
+            job: own,
+            board: Some("c1".to_string()),
+            appliance: "central".to_string(),
+        }]
+    );
+    assert_eq!(
+        store.job(own).unwrap().unwrap().error.as_deref(),
+        Some("appliance central lost")
+    );
+    let c1 = store.board("c1").unwrap().unwrap();
+    assert_eq!(
+        (c1.state, c1.health, c1.current_job),
+        (BoardState::Idle, Health::Offline, None)
+    );
+    assert!(h.reopen().recover_lost("west", 60_000).unwrap().is_empty());
+    for (id, board) in [(west, "w1"), (unclaimed, "n1")] {
+        assert_eq!(
+            store.job(id).unwrap().unwrap().state,
+            JobState::Running,
+            "{board}"
+        );
+    }
+
+    // East comes back: it heartbeats, serves its boards again and is no longer lost.
+    store.heartbeat("east", "http://east:8080", true).unwrap();
+    let mut e1 = store.board("e1").unwrap().unwrap();
+    e1.health = Health::Online;
+    store.put_board(&e1).unwrap();
+    let again = started_on(store, "e1");
+    assert!(store.recover_lost("central", 60_000).unwrap().is_empty());
+    assert_eq!(store.job(again).unwrap().unwrap().state, JobState::Running);
+    let e1 = store.board("e1").unwrap().unwrap();
+    assert_eq!(
+        (e1.state, e1.health, e1.current_job),
+        (BoardState::Job, Health::Online, Some(again))
+    );
+    // A lease longer than its silence keeps it; a shorter one does not.
+    h.set_seen("east", now_ms() - 10_000);
+    assert!(store.recover_lost("central", 60_000).unwrap().is_empty());
+    let lost = store.recover_lost("central", 5_000).unwrap();
+    assert_eq!(ids_of(&lost), vec![again]);
+}
+
+fn ids_of(lost: &[LostJob]) -> Vec<JobId> {
+    lost.iter().map(|l| l.job).collect()
+}
+
+/// Two appliances find a third lost at the same moment it restarts: each of its jobs is
+/// finished by exactly one of the three calls.
+fn recover_lost_races_across_stores(h: &Harness) {
+    const BOARDS: usize = 8;
+    for round in 0..3 {
+        let setup = h.store();
+        let gone = format!("gone{round}");
+        let mut all = Vec::new();
+        for b in 0..BOARDS {
+            let board = format!("{gone}-b{b}");
+            put_served(setup, &board, &gone);
+            let id = started_on(setup, &board);
+            if b % 3 == 0 {
+                setup.cancel_job(id).unwrap();
+            }
+            all.push(id);
+        }
+        for name in ["b", "c", gone.as_str()] {
+            setup.heartbeat(name, "http://x", true).unwrap();
+        }
+        h.set_seen(&gone, long_ago());
+
+        let stores: Vec<Box<dyn Store>> = (0..3).map(|_| h.reopen()).collect();
+        let barrier = std::sync::Barrier::new(stores.len());
+        let mut finished: Vec<JobId> = std::thread::scope(|scope| {
+            let runs: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(n, store)| {
+                    let (barrier, gone) = (&barrier, &gone);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        match n {
+                            0 => ids_of(&store.recover_lost("b", 60_000).unwrap()),
+                            1 => ids_of(&store.recover_lost("c", 60_000).unwrap()),
+                            _ => store
+                                .recover_interrupted(gone, "appliance restarted")
+                                .unwrap()
+                                .into_iter()
+                                .map(|(id, _)| id)
+                                .collect(),
+                        }
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .flat_map(|run| run.join().unwrap())
+                .collect()
+        });
+        finished.sort();
+        assert_eq!(finished, all, "round {round}: each job finished once");
+        for id in &all {
+            let job = setup.job(*id).unwrap().unwrap();
+            assert_eq!(
+                (job.state, job.health),
+                (JobState::Finished, JobHealth::Incomplete)
+            );
+            assert_eq!(job.error_type.as_deref(), Some("InfrastructureError"));
+            let error = job.error.unwrap();
+            assert!(
+                error == format!("appliance {gone} lost") || error == "appliance restarted",
+                "{error}"
+            );
+        }
+        for store in &stores {
+            assert!(store.recover_lost("b", 60_000).unwrap().is_empty());
+        }
+        setup.heartbeat(&gone, "http://x", true).unwrap();
+    }
+}
+
 /// Generates `on_sqlite::NAME` and `on_postgres::NAME` for each conformance test.
 macro_rules! conformance {
     ($($name:ident),+ $(,)?) => {
@@ -1083,4 +1555,10 @@ conformance!(
     claims_race_across_stores,
     work_is_handed_out_once_across_stores,
     reserve_finish_cancel_race_across_stores,
+    boards_and_jobs_record_their_appliance,
+    heartbeats_record_appliances,
+    recover_interrupted_leaves_other_appliances_jobs,
+    running_for_lists_an_appliances_jobs,
+    recover_lost_finishes_a_lost_appliances_jobs,
+    recover_lost_races_across_stores,
 );

@@ -102,4 +102,17 @@ CREATE TABLE reservations (
     boot         TEXT
 );
 "#,
+    // 3: several appliances on one database: who serves a board, who claimed a job, and the
+    // appliances' heartbeats.
+    r#"
+ALTER TABLE boards ADD COLUMN appliance TEXT;
+ALTER TABLE jobs ADD COLUMN appliance TEXT;
+
+CREATE TABLE appliances (
+    name     TEXT PRIMARY KEY NOT NULL,
+    url      TEXT NOT NULL,
+    seen     INTEGER NOT NULL,
+    started  INTEGER NOT NULL
+);
+"#,
 ];

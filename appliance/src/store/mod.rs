@@ -1,5 +1,6 @@
 //! The appliance's state behind one trait: boards, board events, jobs, job logs and results,
-//! and the agents' work items. No SQL lives outside this module; [`sqlite`] is the default
+//! the agents' work items, and the appliances sharing a database (their heartbeats, and the
+//! jobs of one that stopped heartbeating). No SQL lives outside this module; [`sqlite`] is the default
 //! backend, [`postgres`] the one several appliances share. [`open`] picks one from the config's
 //! `database:` URL. [`pg_cluster`] starts a throwaway PostgreSQL for tests.
 //!
@@ -39,6 +40,11 @@ pub fn now_ms() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The error of a job [`Store::recover_lost`] finished because appliance `name` was lost.
+fn lost_message(name: &str) -> String {
+    format!("appliance {name} lost")
 }
 
 /// What a board is doing.
@@ -108,6 +114,8 @@ pub struct Board {
     pub powered_at: Option<Millis>,
     /// A person's reservation; only the reservation calls change it, never `put_board`.
     pub reservation: Option<Reservation>,
+    /// The appliance that serves the board (its `name:`), if any.
+    pub appliance: Option<String>,
 }
 
 /// Whether a board has power, as far as the appliance knows.
@@ -158,6 +166,7 @@ impl Board {
             powered: Powered::Unknown,
             powered_at: None,
             reservation: None,
+            appliance: None,
         }
     }
 
@@ -256,6 +265,8 @@ pub struct Job {
     /// The submitted YAML.
     #[serde(skip)]
     pub yaml: String,
+    /// The appliance that claimed the job (ran or runs it).
+    pub appliance: Option<String>,
 }
 
 /// Filters of a job listing (all optional; newest first).
@@ -319,6 +330,30 @@ pub struct Work {
     pub stderr: Option<Vec<u8>>,
 }
 
+/// An appliance as the shared database last heard of it ([`Store::heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplianceSeen {
+    /// Its `name:`.
+    pub name: String,
+    /// Where its API answers, as it said in its last heartbeat.
+    pub url: String,
+    /// Its last heartbeat.
+    pub seen: Millis,
+    /// When it last started (its first heartbeat after a start).
+    pub started: Millis,
+}
+
+/// A job [`Store::recover_lost`] finished because its appliance stopped heartbeating.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LostJob {
+    /// The job.
+    pub job: JobId,
+    /// The board it ran on.
+    pub board: Option<String>,
+    /// The appliance that was running it.
+    pub appliance: String,
+}
+
 /// The appliance's storage.
 pub trait Store: Send + Sync {
     // Boards.
@@ -349,9 +384,10 @@ pub trait Store: Send + Sync {
     fn job_counts(&self) -> Result<Vec<(JobState, JobHealth, i64)>>;
     /// Queued jobs in run order: priority high to low, then oldest first.
     fn queued_jobs(&self) -> Result<Vec<Job>>;
-    /// In one transaction: the job becomes running on `board` (started now), the board's state
-    /// becomes `job` with `current_job` set. Fails (changing nothing) unless the job is queued
-    /// and the board idle, not reserved and not powered off.
+    /// In one transaction: the job becomes running on `board` (started now) and claimed by the
+    /// board's appliance (its `appliance` copied to the job's), the board's state becomes `job`
+    /// with `current_job` set. Fails (changing nothing) unless the job is queued and the board
+    /// idle, not reserved and not powered off.
     fn start_job(&self, id: JobId, board: &str) -> Result<()>;
     /// Marks a running job `canceling`, or finishes a queued one as canceled at once; the job
     /// after the change.
@@ -359,9 +395,18 @@ pub trait Store: Send + Sync {
     /// In one transaction: the job is finished with `health` and the error (ended now), and its
     /// board, if any, goes back to `idle` with no current job.
     fn finish_job(&self, id: JobId, health: JobHealth, error: Option<(&str, &str)>) -> Result<()>;
-    /// At start: every running or canceling job is finished incomplete with
-    /// `InfrastructureError` / `message`; their boards go back to idle. The (job, board) pairs.
-    fn recover_interrupted(&self, message: &str) -> Result<Vec<(JobId, Option<String>)>>;
+    /// At the start of `appliance`: every running or canceling job it claimed, or claimed by
+    /// no appliance (jobs started before jobs recorded one), is finished incomplete with
+    /// `InfrastructureError` / `message`; their boards go back to idle. Jobs of other
+    /// appliances are left alone. The (job, board) pairs, by job.
+    fn recover_interrupted(
+        &self,
+        appliance: &str,
+        message: &str,
+    ) -> Result<Vec<(JobId, Option<String>)>>;
+    /// Running and canceling jobs claimed by `appliance`, by id (its owner polls this to
+    /// notice a cancel made through another appliance).
+    fn running_for(&self, appliance: &str) -> Result<Vec<Job>>;
     /// Appends log lines (each one line of `logs.yaml`); the number of the first, counting
     /// from 1 per job.
     fn append_log(&self, job: JobId, lines: &[String]) -> Result<i64>;
@@ -405,6 +450,24 @@ pub trait Store: Send + Sync {
     fn set_reservation_boot(&self, board: &str, boot: Option<&serde_json::Value>) -> Result<bool>;
     /// Ends the board's reservation; what it was, if it had one.
     fn end_reservation(&self, board: &str) -> Result<Option<Reservation>>;
+
+    // Appliances sharing the database.
+
+    /// Records that appliance `name` is alive and its API answers at `url`: `seen` becomes
+    /// now, and `started` too when the appliance is new or `starting` (its first heartbeat
+    /// after a start). PostgreSQL takes "now" from the database server's clock, so appliances
+    /// on hosts whose clocks disagree still agree on who is lost.
+    fn heartbeat(&self, name: &str, url: &str, starting: bool) -> Result<()>;
+    /// Every appliance that ever sent a heartbeat, by name.
+    fn appliances(&self) -> Result<Vec<ApplianceSeen>>;
+    /// In one transaction, for every appliance but `me` whose last heartbeat is older than
+    /// `lease_ms` (on the clock [`Store::heartbeat`] uses): each of its running or canceling
+    /// jobs is finished incomplete (`InfrastructureError`, "appliance NAME lost", ended now),
+    /// and the boards it serves become `offline`, `idle` (unless in maintenance) with no
+    /// current job. The jobs it finished, by appliance then job. Several appliances may run
+    /// this at once: each job is finished by one of them, and a second call finds nothing.
+    /// An appliance that heartbeats again is no longer lost.
+    fn recover_lost(&self, me: &str, lease_ms: Millis) -> Result<Vec<LostJob>>;
 }
 
 /// Opens the store a `database:` URL names: `sqlite:PATH` (relative to `state_dir`), or

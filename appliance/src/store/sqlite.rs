@@ -17,8 +17,9 @@ use rusqlite::{
 use super::migrations::MIGRATIONS;
 use super::names::SqlName;
 use super::{
-    now_ms, Board, BoardEvent, BoardState, Health, Job, JobFilter, JobHealth, JobId, JobState,
-    NewJob, Powered, Reservation, Result, Store, StoreError, Work, WorkId, WorkKind,
+    lost_message, now_ms, ApplianceSeen, Board, BoardEvent, BoardState, Health, Job, JobFilter,
+    JobHealth, JobId, JobState, LostJob, Millis, NewJob, Powered, Reservation, Result, Store,
+    StoreError, Work, WorkId, WorkKind,
 };
 
 /// How long a statement waits for another process's lock before failing.
@@ -31,16 +32,16 @@ const STATEMENT_CACHE: usize = 64;
 const DEFAULT_LIMIT: usize = 100;
 
 const BOARD_COLUMNS: &str = "id, device_type, state, health, approved, from_config, \
-     token_sha256, mac, address, cloned, current_job, last_checkin, master_boot, info";
+     token_sha256, mac, address, cloned, current_job, last_checkin, master_boot, info, appliance";
 
 /// A board's row with its power and reservation, for [`board_row`] (add `WHERE`/`ORDER BY`).
 const BOARD_SELECT: &str = "SELECT b.id, b.device_type, b.state, b.health, b.approved, \
      b.from_config, b.token_sha256, b.mac, b.address, b.cloned, b.current_job, b.last_checkin, \
      b.master_boot, b.info, b.powered, b.powered_at, r.reserved_by, r.note, r.since, r.until, \
-     r.boot FROM boards b LEFT JOIN reservations r ON r.board = b.id";
+     r.boot, b.appliance FROM boards b LEFT JOIN reservations r ON r.board = b.id";
 
 const JOB_COLUMNS: &str = "id, name, device_type, priority, state, health, board, submitted, \
-     started, ended, error_type, error, yaml";
+     started, ended, error_type, error, yaml, appliance";
 
 const WORK_COLUMNS: &str =
     "id, board, job, kind, command, url, path, created, taken, done, exit, stdout, stderr";
@@ -229,6 +230,7 @@ fn board_row(row: &Row<'_>) -> rusqlite::Result<Board> {
         powered: row.get(14)?,
         powered_at: row.get(15)?,
         reservation,
+        appliance: row.get(21)?,
     })
 }
 
@@ -248,6 +250,7 @@ fn job_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         error_type: row.get(10)?,
         error: row.get(11)?,
         yaml: row.get(12)?,
+        appliance: row.get(13)?,
     })
 }
 
@@ -371,13 +374,14 @@ impl Store for SqliteStore {
                 .map_err(|e| Fail::Refused(format!("info is not JSON: {e}")))?;
             tx.prepare_cached(&format!(
                 "INSERT INTO boards ({BOARD_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                  ON CONFLICT (id) DO UPDATE SET device_type = excluded.device_type, \
                  state = excluded.state, health = excluded.health, approved = excluded.approved, \
                  from_config = excluded.from_config, token_sha256 = excluded.token_sha256, \
                  mac = excluded.mac, address = excluded.address, cloned = excluded.cloned, \
                  current_job = excluded.current_job, last_checkin = excluded.last_checkin, \
-                 master_boot = excluded.master_boot, info = excluded.info"
+                 master_boot = excluded.master_boot, info = excluded.info, \
+                 appliance = excluded.appliance"
             ))?
             .execute(params![
                 board.id,
@@ -394,6 +398,7 @@ impl Store for SqliteStore {
                 board.last_checkin,
                 board.master_boot,
                 info,
+                board.appliance,
             ])?;
             Ok(())
         })
@@ -529,9 +534,10 @@ impl Store for SqliteStore {
                 return Err(Fail::Refused(format!("board '{board}' is powered off")));
             }
             tx.prepare_cached(
-                "UPDATE jobs SET state = 'running', board = ?2, started = ?3 WHERE id = ?1",
+                "UPDATE jobs SET state = 'running', board = ?2, started = ?3, appliance = ?4 \
+                 WHERE id = ?1",
             )?
-            .execute(params![id, board, now_ms()])?;
+            .execute(params![id, board, now_ms(), b.appliance])?;
             tx.prepare_cached("UPDATE boards SET state = 'job', current_job = ?2 WHERE id = ?1")?
                 .execute(params![board, id])?;
             Ok(())
@@ -572,26 +578,49 @@ impl Store for SqliteStore {
         })
     }
 
-    fn recover_interrupted(&self, message: &str) -> Result<Vec<(JobId, Option<String>)>> {
-        self.write("recover interrupted jobs", |tx| {
-            let interrupted: Vec<(JobId, Option<String>)> = tx
-                .prepare_cached(
-                    "SELECT id, board FROM jobs WHERE state IN ('running', 'canceling') \
-                     ORDER BY id",
-                )?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, board) in &interrupted {
-                finish(
-                    tx,
-                    *id,
-                    board.as_deref(),
-                    JobHealth::Incomplete,
-                    Some(("InfrastructureError", message)),
-                )?;
-            }
-            Ok(interrupted)
-        })
+    fn recover_interrupted(
+        &self,
+        appliance: &str,
+        message: &str,
+    ) -> Result<Vec<(JobId, Option<String>)>> {
+        self.write(
+            &format!("recover interrupted jobs of appliance '{appliance}'"),
+            |tx| {
+                let interrupted: Vec<(JobId, Option<String>)> = tx
+                    .prepare_cached(
+                        "SELECT id, board FROM jobs WHERE state IN ('running', 'canceling') \
+                         AND (appliance = ?1 OR appliance IS NULL) ORDER BY id",
+                    )?
+                    .query_map([appliance], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (id, board) in &interrupted {
+                    finish(
+                        tx,
+                        *id,
+                        board.as_deref(),
+                        JobHealth::Incomplete,
+                        Some(("InfrastructureError", message)),
+                    )?;
+                }
+                Ok(interrupted)
+            },
+        )
+    }
+
+    fn running_for(&self, appliance: &str) -> Result<Vec<Job>> {
+        self.read(
+            &format!("list running jobs of appliance '{appliance}'"),
+            |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE appliance = ?1 \
+                     AND state IN ('running', 'canceling') ORDER BY id"
+                ))?;
+                let jobs = stmt
+                    .query_map([appliance], job_row)?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok(jobs)
+            },
+        )
     }
 
     fn append_log(&self, job: JobId, lines: &[String]) -> Result<i64> {
@@ -780,7 +809,85 @@ impl Store for SqliteStore {
             Ok(b.reservation)
         })
     }
+
+    fn heartbeat(&self, name: &str, url: &str, starting: bool) -> Result<()> {
+        self.write(&format!("record a heartbeat of appliance '{name}'"), |tx| {
+            tx.prepare_cached(
+                "INSERT INTO appliances (name, url, seen, started) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, seen = excluded.seen, \
+                 started = CASE WHEN ?4 THEN excluded.started ELSE appliances.started END",
+            )?
+            .execute(params![name, url, now_ms(), starting])?;
+            Ok(())
+        })
+    }
+
+    fn appliances(&self) -> Result<Vec<ApplianceSeen>> {
+        self.read("list appliances", |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, url, seen, started FROM appliances ORDER BY name")?;
+            let seen = stmt
+                .query_map([], |row| {
+                    Ok(ApplianceSeen {
+                        name: row.get(0)?,
+                        url: row.get(1)?,
+                        seen: row.get(2)?,
+                        started: row.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(seen)
+        })
+    }
+
+    /// The transaction is immediate: it holds the database's write lock from its first read,
+    /// so stores racing on the same file run it one after the other.
+    fn recover_lost(&self, me: &str, lease_ms: Millis) -> Result<Vec<LostJob>> {
+        self.write("recover the jobs of lost appliances", |tx| {
+            let cutoff = now_ms().saturating_sub(lease_ms);
+            let lost: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT name FROM appliances WHERE name <> ?1 AND seen < ?2 ORDER BY name",
+                )?
+                .query_map(params![me, cutoff], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut finished = Vec::new();
+            for name in lost {
+                let jobs: Vec<(JobId, Option<String>)> = tx
+                    .prepare_cached(
+                        "SELECT id, board FROM jobs WHERE appliance = ?1 \
+                         AND state IN ('running', 'canceling') ORDER BY id",
+                    )?
+                    .query_map([&name], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let message = lost_message(&name);
+                for (job, board) in jobs {
+                    finish(
+                        tx,
+                        job,
+                        board.as_deref(),
+                        JobHealth::Incomplete,
+                        Some(("InfrastructureError", &message)),
+                    )?;
+                    finished.push(LostJob {
+                        job,
+                        board,
+                        appliance: name.clone(),
+                    });
+                }
+                tx.prepare_cached(LOST_BOARDS)?.execute([&name])?;
+            }
+            Ok(finished)
+        })
+    }
 }
+
+/// Marks the boards appliance `?1` serves offline and idle (unless in maintenance), with no
+/// current job; boards already so are not written again.
+const LOST_BOARDS: &str = "UPDATE boards SET health = 'offline', \
+     state = CASE WHEN state = 'maintenance' THEN 'maintenance' ELSE 'idle' END, \
+     current_job = NULL \
+     WHERE appliance = ?1 AND (health <> 'offline' OR state = 'job' OR current_job IS NOT NULL)";
 
 /// A boot request as stored (JSON text).
 fn boot_text(boot: Option<&serde_json::Value>) -> FailResult<Option<String>> {
@@ -847,6 +954,43 @@ mod tests {
             "{message}"
         );
         assert_eq!(user_version(&path), newer, "the database was left alone");
+    }
+
+    /// A database of schema version 2 with a job running: after the upgrade the job and its
+    /// board belong to no appliance, and any appliance's restart recovers the job.
+    #[test]
+    fn upgrade_leaves_old_jobs_to_any_appliance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labboot.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..2] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO boards (id, device_type, state, health, approved, from_config)
+                     VALUES ('b1', 'rpi4', 'idle', 'online', 1, 1);
+                 INSERT INTO jobs (name, device_type, priority, state, health, board, submitted,
+                                   started, yaml)
+                     VALUES ('old', 'rpi4', 50, 'running', 'unknown', 'b1', 1, 2, 'x');
+                 UPDATE boards SET state = 'job', current_job = 1 WHERE id = 'b1';",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(user_version(&path), MIGRATIONS.len() as i64);
+        assert_eq!(store.board("b1").unwrap().unwrap().appliance, None);
+        let job = store.job(1).unwrap().unwrap();
+        assert_eq!((job.state, job.appliance), (JobState::Running, None));
+        assert!(store.running_for("east").unwrap().is_empty());
+        assert!(store.appliances().unwrap().is_empty());
+        assert_eq!(
+            store
+                .recover_interrupted("east", "appliance restarted")
+                .unwrap(),
+            vec![(1, Some("b1".to_string()))]
+        );
     }
 
     #[test]

@@ -17,10 +17,38 @@ use crate::serve::reservations::{self, BootRequest, ReserveRequest};
 use crate::serve::App;
 use crate::store::{Board, BoardState, Health};
 
-fn load(app: &App, id: &str) -> Result<Board, ApiError> {
+/// The board, or 404.
+pub fn load(app: &App, id: &str) -> Result<Board, ApiError> {
     app.store
         .board(id)?
         .ok_or_else(|| ApiError::not_found(format!("no board {id}")))
+}
+
+/// Refuses (409) an action on a board another appliance of the lab serves, naming that
+/// appliance and its API: power, maintenance, reservations and consoles act where the board is.
+pub fn served_here(app: &App, b: &Board) -> Result<(), ApiError> {
+    if app.registry.serves(b) {
+        return Ok(());
+    }
+    let other = b.appliance.clone().unwrap_or_default();
+    let url = app
+        .store
+        .appliances()
+        .ok()
+        .and_then(|all| all.into_iter().find(|a| a.name == other))
+        .map(|a| format!(" at {}", a.url))
+        .unwrap_or_default();
+    Err(ApiError::conflict(format!(
+        "board {} is served by appliance {other}{url}; this is appliance {}: send the request there",
+        b.id, app.name
+    )))
+}
+
+/// [`load`] and [`served_here`].
+fn load_here(app: &App, id: &str) -> Result<Board, ApiError> {
+    let b = load(app, id)?;
+    served_here(app, &b)?;
+    Ok(b)
 }
 
 /// A board object with its power and reservation.
@@ -122,7 +150,7 @@ pub async fn approve(
     };
     let a = Arc::clone(&app);
     let r = blocking(move || {
-        let mut b = load(&a, &id)?;
+        let mut b = load_here(&a, &id)?;
         if let Some(t) = device_type {
             if b.from_config && t != b.device_type {
                 return Err(ApiError::conflict(format!(
@@ -168,7 +196,7 @@ pub async fn power(
         ApiError::bad_request(format!("power action '{action}': on, off or cycle"))
     })?;
     blocking(move || {
-        let b = load(&app, &id)?;
+        let b = load_here(&app, &id)?;
         if b.state == BoardState::Job {
             return Err(ApiError::conflict(format!(
                 "board {id} runs job {}: cancel it first",
@@ -200,7 +228,7 @@ pub async fn maintenance(
     };
     let a = Arc::clone(&app);
     let r = blocking(move || {
-        let mut b = load(&a, &id)?;
+        let mut b = load_here(&a, &id)?;
         if b.state == BoardState::Job {
             return Err(ApiError::conflict(format!(
                 "board {id} runs job {}: cancel it first",
@@ -253,7 +281,11 @@ pub async fn reserve(
 ) -> Result<Json<Value>, ApiError> {
     let req: ReserveRequest = body(&bytes)?;
     let by = token_name(&app, &headers);
-    blocking(move || Ok(Json(view(&reservations::reserve(&app, &id, &by, &req)?)))).await
+    blocking(move || {
+        load_here(&app, &id)?;
+        Ok(Json(view(&reservations::reserve(&app, &id, &by, &req)?)))
+    })
+    .await
 }
 
 /// `POST /boards/{id}/release`: the board is powered off, then boots the master and returns to
@@ -264,7 +296,11 @@ pub async fn release(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let why = format!("by {}", token_name(&app, &headers));
-    blocking(move || Ok(Json(view(&reservations::release(&app, &id, &why)?)))).await
+    blocking(move || {
+        load_here(&app, &id)?;
+        Ok(Json(view(&reservations::release(&app, &id, &why)?)))
+    })
+    .await
 }
 
 /// `POST /boards/{id}/boot` (body: `{"kernel": …, "initrd"?, "dtb"?, "append"?, "nfsroot"? |
@@ -280,5 +316,9 @@ pub async fn boot(
         ));
     }
     let req: BootRequest = body(&bytes)?;
-    blocking(move || Ok(Json(view(&reservations::boot(&app, &id, &req)?)))).await
+    blocking(move || {
+        load_here(&app, &id)?;
+        Ok(Json(view(&reservations::boot(&app, &id, &req)?)))
+    })
+    .await
 }

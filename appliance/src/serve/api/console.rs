@@ -105,12 +105,12 @@ async fn find(app: &Arc<App>, id: &str) -> Result<Arc<ConsoleHub>, ApiError> {
         return Ok(hub);
     }
     let (a, board) = (Arc::clone(app), id.to_string());
-    let known = blocking(move || Ok(a.store.board(&board)?.is_some())).await?;
-    Err(if known {
-        ApiError::conflict(format!("board {id} has no console"))
-    } else {
-        ApiError::not_found(format!("no board {id}"))
+    blocking(move || {
+        let b = super::boards::load(&a, &board)?;
+        super::boards::served_here(&a, &b)?;
+        Err(ApiError::conflict(format!("board {board} has no console")))
     })
+    .await
 }
 
 /// One connection, until either side closes it or the hub goes away; the write side it took

@@ -45,7 +45,14 @@ pub async fn submit(
             .into_iter()
             .filter(|b| b.approved)
             .collect();
-        let (_, new) = submit::check(&file, &yaml, &boards, &a.registry, &a.consoles).map_err(|e| {
+        let (_, new) = submit::check(
+            &file,
+            &yaml,
+            &boards,
+            &a.registry,
+            &a.consoles,
+            a.config.shared_database(),
+        ).map_err(|e| {
             tracing::info!("api: job refused: {e}");
             ApiError::bad_request(e)
         })?;

@@ -75,7 +75,34 @@ async fn health(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, 
             "boards": boards,
             "queued": count(crate::store::JobState::Queued)?,
             "running": count(crate::store::JobState::Running)?,
+            "appliance": a.name,
         })))
+    })
+    .await
+}
+
+/// `GET /appliances`: every appliance that shares this database, with its API, its last
+/// heartbeat and whether the others take it for lost.
+async fn appliances(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(move || {
+        let now = crate::store::now_ms();
+        let lease = (app.config.lease_seconds * 1000) as crate::store::Millis;
+        let list: Vec<serde_json::Value> = app
+            .store
+            .appliances()?
+            .into_iter()
+            .map(|a| {
+                serde_json::json!({
+                    "name": a.name,
+                    "url": a.url,
+                    "seen": views::rfc3339(a.seen),
+                    "started": views::rfc3339(a.started),
+                    "lost": now - a.seen > lease,
+                    "this": a.name == app.name,
+                })
+            })
+            .collect();
+        Ok(Json(serde_json::Value::Array(list)))
     })
     .await
 }
@@ -87,6 +114,7 @@ async fn not_found() -> ApiError {
 /// The API's routes.
 pub fn router(app: Arc<App>) -> Router {
     let people = Router::new()
+        .route("/appliances", get(appliances))
         .route("/boards", get(boards::list))
         .route("/boards", post(cards::create))
         .route("/boards/{id}", get(boards::show))

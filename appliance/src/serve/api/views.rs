@@ -37,6 +37,7 @@ pub fn board(b: &Board) -> Value {
         "last_checkin": time(b.last_checkin),
         "master_boot": time(b.master_boot),
         "info": b.info,
+        "appliance": b.appliance,
     })
 }
 
@@ -55,6 +56,7 @@ pub fn job(j: &Job) -> Value {
         "ended": time(j.ended),
         "error_type": j.error_type,
         "error": j.error,
+        "appliance": j.appliance,
     })
 }
 

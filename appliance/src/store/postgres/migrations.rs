@@ -125,6 +125,19 @@ CREATE TABLE reservations (
     boot         JSON
 );
 "#,
+    // 3: several appliances on one database: who serves a board, who claimed a job, and the
+    // appliances' heartbeats.
+    r#"
+ALTER TABLE boards ADD COLUMN appliance TEXT;
+ALTER TABLE jobs ADD COLUMN appliance TEXT;
+
+CREATE TABLE appliances (
+    name     TEXT PRIMARY KEY NOT NULL,
+    url      TEXT NOT NULL,
+    seen     BIGINT NOT NULL,
+    started  BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The schema version table, created by the first migration run under the lock.

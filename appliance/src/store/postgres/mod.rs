@@ -7,7 +7,8 @@
 //! inserts that only reference the row) and read them again once the lock is had, so the check
 //! holds until the commit even when other appliances race for the same job or board: one
 //! `start_job` of a job succeeds, a board gets one job at a time, work is handed out once.
-//! Locks are always taken job first, then board, so racing calls cannot deadlock each other.
+//! Locks are always taken in one order, appliance (`recover_lost`), then job, then board, so
+//! racing calls cannot deadlock each other.
 //!
 //! The schema lives in `migrations.rs`; [`PostgresStore::connect`] brings an older database up to
 //! date and refuses a newer one. PostgreSQL TEXT cannot hold a NUL character: a string with one
@@ -29,8 +30,9 @@ use ::postgres::Config;
 
 use super::names::SqlName;
 use super::{
-    now_ms, Board, BoardEvent, BoardState, Health, Job, JobFilter, JobHealth, JobId, JobState,
-    NewJob, Powered, Reservation, Result, Store, StoreError, Work, WorkId, WorkKind,
+    lost_message, now_ms, ApplianceSeen, Board, BoardEvent, BoardState, Health, Job, JobFilter,
+    JobHealth, JobId, JobState, LostJob, Millis, NewJob, Powered, Reservation, Result, Store,
+    StoreError, Work, WorkId, WorkKind,
 };
 use error::Fail;
 use rows::{
@@ -52,6 +54,11 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
 /// A job listing's size when the filter names none.
 const DEFAULT_LIMIT: usize = 100;
+
+/// "Now" in [`Millis`] on the database server's clock (the statement's start, so one value
+/// throughout a statement): heartbeats and leases use it, so appliances on hosts whose clocks
+/// disagree agree on who is lost.
+const DB_NOW_MS: &str = "floor(extract(epoch FROM statement_timestamp()) * 1000)::bigint";
 
 /// The [`Store`] on a PostgreSQL database.
 pub struct PostgresStore {
@@ -206,14 +213,16 @@ impl Store for PostgresStore {
             sql.execute(
                 &format!(
                     "INSERT INTO boards ({BOARD_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                     $15) \
                      ON CONFLICT (id) DO UPDATE SET device_type = excluded.device_type, \
                      state = excluded.state, health = excluded.health, \
                      approved = excluded.approved, from_config = excluded.from_config, \
                      token_sha256 = excluded.token_sha256, mac = excluded.mac, \
                      address = excluded.address, cloned = excluded.cloned, \
                      current_job = excluded.current_job, last_checkin = excluded.last_checkin, \
-                     master_boot = excluded.master_boot, info = excluded.info"
+                     master_boot = excluded.master_boot, info = excluded.info, \
+                     appliance = excluded.appliance"
                 ),
                 &[
                     &board.id,
@@ -230,6 +239,7 @@ impl Store for PostgresStore {
                     &board.last_checkin,
                     &board.master_boot,
                     &board.info,
+                    &board.appliance,
                 ],
             )?;
             Ok(())
@@ -368,8 +378,9 @@ impl Store for PostgresStore {
                 return Err(Fail::Refused(format!("board '{board}' is powered off")));
             }
             sql.execute(
-                "UPDATE jobs SET state = 'running', board = $2, started = $3 WHERE id = $1",
-                &[&id, &board, &now_ms()],
+                "UPDATE jobs SET state = 'running', board = $2, started = $3, appliance = $4 \
+                 WHERE id = $1",
+                &[&id, &board, &now_ms(), &b.appliance],
             )?;
             sql.execute(
                 "UPDATE boards SET state = 'job', current_job = $2 WHERE id = $1",
@@ -413,13 +424,18 @@ impl Store for PostgresStore {
         })
     }
 
-    fn recover_interrupted(&self, message: &str) -> Result<Vec<(JobId, Option<String>)>> {
-        let message = message.to_string();
-        self.write("recover interrupted jobs".into(), move |sql| {
+    fn recover_interrupted(
+        &self,
+        appliance: &str,
+        message: &str,
+    ) -> Result<Vec<(JobId, Option<String>)>> {
+        let (appliance, message) = (appliance.to_string(), message.to_string());
+        let what = format!("recover interrupted jobs of appliance '{appliance}'");
+        self.write(what, move |sql| {
             let rows = sql.query(
                 "SELECT id, board FROM jobs WHERE state IN ('running', 'canceling') \
-                 ORDER BY id FOR NO KEY UPDATE",
-                &[],
+                 AND (appliance = $1 OR appliance IS NULL) ORDER BY id FOR NO KEY UPDATE",
+                &[&appliance],
             )?;
             let interrupted: Vec<(JobId, Option<String>)> =
                 all(&rows, |row| Ok((get(row, 0)?, get(row, 1)?)))?;
@@ -433,6 +449,21 @@ impl Store for PostgresStore {
                 )?;
             }
             Ok(interrupted)
+        })
+    }
+
+    fn running_for(&self, appliance: &str) -> Result<Vec<Job>> {
+        let appliance = appliance.to_string();
+        let what = format!("list running jobs of appliance '{appliance}'");
+        self.read(what, move |sql| {
+            let rows = sql.query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE appliance = $1 \
+                     AND state IN ('running', 'canceling') ORDER BY id"
+                ),
+                &[&appliance],
+            )?;
+            all(&rows, job_row)
         })
     }
 
@@ -661,5 +692,93 @@ impl Store for PostgresStore {
                 .transpose()
             },
         )
+    }
+
+    fn heartbeat(&self, name: &str, url: &str, starting: bool) -> Result<()> {
+        let (name, url) = (name.to_string(), url.to_string());
+        self.write(
+            format!("record a heartbeat of appliance '{name}'"),
+            move |sql| {
+                sql.execute(
+                    &format!(
+                        "INSERT INTO appliances (name, url, seen, started) \
+                         VALUES ($1, $2, {DB_NOW_MS}, {DB_NOW_MS}) \
+                         ON CONFLICT (name) DO UPDATE SET url = excluded.url, \
+                         seen = excluded.seen, started = CASE WHEN $3 THEN excluded.started \
+                         ELSE appliances.started END"
+                    ),
+                    &[&name, &url, &starting],
+                )?;
+                Ok(())
+            },
+        )
+    }
+
+    fn appliances(&self) -> Result<Vec<ApplianceSeen>> {
+        self.read("list appliances".into(), |sql| {
+            let rows = sql.query(
+                "SELECT name, url, seen, started FROM appliances ORDER BY name",
+                &[],
+            )?;
+            all(&rows, |row| {
+                Ok(ApplianceSeen {
+                    name: get(row, 0)?,
+                    url: get(row, 1)?,
+                    seen: get(row, 2)?,
+                    started: get(row, 3)?,
+                })
+            })
+        })
+    }
+
+    /// The lost appliances' rows are locked first (so a heartbeat that comes meanwhile waits,
+    /// and one committed while this waited for the lock takes the appliance off the list),
+    /// then their running jobs, in id order, read again once locked: a job another store
+    /// finished meanwhile is skipped, so racing calls finish each job once.
+    fn recover_lost(&self, me: &str, lease_ms: Millis) -> Result<Vec<LostJob>> {
+        let me = me.to_string();
+        self.write("recover the jobs of lost appliances".into(), move |sql| {
+            let rows = sql.query(
+                &format!(
+                    "SELECT name FROM appliances WHERE name <> $1 AND seen < {DB_NOW_MS} - $2 \
+                     ORDER BY name FOR UPDATE"
+                ),
+                &[&me, &lease_ms],
+            )?;
+            let lost: Vec<String> = all(&rows, |row| get(row, 0))?;
+            let mut finished = Vec::new();
+            for name in lost {
+                let rows = sql.query(
+                    "SELECT id, board FROM jobs WHERE appliance = $1 \
+                     AND state IN ('running', 'canceling') ORDER BY id FOR NO KEY UPDATE",
+                    &[&name],
+                )?;
+                let jobs: Vec<(JobId, Option<String>)> =
+                    all(&rows, |row| Ok((get(row, 0)?, get(row, 1)?)))?;
+                let message = lost_message(&name);
+                for (job, board) in jobs {
+                    finish(
+                        sql,
+                        job,
+                        board.as_deref(),
+                        JobHealth::Incomplete,
+                        Some(("InfrastructureError", &message)),
+                    )?;
+                    finished.push(LostJob {
+                        job,
+                        board,
+                        appliance: name.clone(),
+                    });
+                }
+                sql.execute(
+                    "UPDATE boards SET health = 'offline', \
+                     state = CASE WHEN state = 'maintenance' THEN 'maintenance' ELSE 'idle' END, \
+                     current_job = NULL WHERE appliance = $1 \
+                     AND (health <> 'offline' OR state = 'job' OR current_job IS NOT NULL)",
+                    &[&name],
+                )?;
+            }
+            Ok(finished)
+        })
     }
 }

@@ -14,17 +14,18 @@ use super::worker::Sql;
 
 /// The columns `put_board` writes, in its parameters' order.
 pub(super) const BOARD_COLUMNS: &str = "id, device_type, state, health, approved, from_config, \
-     token_sha256, mac, address, cloned, current_job, last_checkin, master_boot, info";
+     token_sha256, mac, address, cloned, current_job, last_checkin, master_boot, info, appliance";
 
 /// A board's row with its power and reservation, for [`board_row`] (add `WHERE`/`ORDER BY`).
 pub(super) const BOARD_SELECT: &str = "SELECT b.id, b.device_type, b.state, b.health, \
      b.approved, b.from_config, b.token_sha256, b.mac, b.address, b.cloned, b.current_job, \
      b.last_checkin, b.master_boot, b.info, b.powered, b.powered_at, r.reserved_by, r.note, \
-     r.since, r.until, r.boot FROM boards b LEFT JOIN reservations r ON r.board = b.id";
+     r.since, r.until, r.boot, b.appliance FROM boards b \
+     LEFT JOIN reservations r ON r.board = b.id";
 
 /// A job's columns, for [`job_row`].
 pub(super) const JOB_COLUMNS: &str = "id, name, device_type, priority, state, health, board, \
-     submitted, started, ended, error_type, error, yaml";
+     submitted, started, ended, error_type, error, yaml, appliance";
 
 /// A work item's columns, for [`work_row`].
 pub(super) const WORK_COLUMNS: &str =
@@ -83,6 +84,7 @@ pub(super) fn board_row(row: &Row) -> Result<Board, Fail> {
         powered: get_enum(row, 14)?,
         powered_at: get(row, 15)?,
         reservation,
+        appliance: get(row, 21)?,
     })
 }
 
@@ -102,6 +104,7 @@ pub(super) fn job_row(row: &Row) -> Result<Job, Fail> {
         error_type: get(row, 10)?,
         error: get(row, 11)?,
         yaml: get(row, 12)?,
+        appliance: get(row, 13)?,
     })
 }
 

@@ -319,3 +319,83 @@ fn server_errors_are_one_line() {
     assert!(store.put_board(&Board::new("nul\0", "rpi4")).is_err());
     store.put_board(&Board::new("b1", "rpi4")).unwrap();
 }
+
+/// A database of schema version 2 with a job running: after the upgrade the job and its board
+/// belong to no appliance, and any appliance's restart recovers the job.
+#[test]
+fn upgrade_leaves_old_jobs_to_any_appliance() {
+    let Some(url) = test_database("upgrade_v2") else {
+        return;
+    };
+    let mut client = pg_client(&url);
+    client
+        .batch_execute(
+            "CREATE TABLE labboot_schema (
+                 version  INTEGER PRIMARY KEY NOT NULL,
+                 applied  BIGINT NOT NULL
+             )",
+        )
+        .unwrap();
+    for (n, migration) in migrations::MIGRATIONS[..2].iter().enumerate() {
+        client.batch_execute(migration).unwrap();
+        client
+            .execute(
+                "INSERT INTO labboot_schema (version, applied) VALUES ($1, 0)",
+                &[&(n as i32 + 1)],
+            )
+            .unwrap();
+    }
+    client
+        .batch_execute(
+            "INSERT INTO boards (id, device_type, state, health, approved, from_config)
+                 VALUES ('b1', 'rpi4', 'idle', 'online', true, true);
+             INSERT INTO jobs (name, device_type, priority, state, health, board, submitted,
+                               started, yaml)
+                 VALUES ('old', 'rpi4', 50, 'running', 'unknown', 'b1', 1, 2, 'x');
+             UPDATE boards SET state = 'job', current_job = 1 WHERE id = 'b1';",
+        )
+        .unwrap();
+    drop(client);
+    let store = PostgresStore::connect(&url).unwrap();
+    let top: i32 = pg_client(&url)
+        .query_one("SELECT MAX(version) FROM labboot_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(top as usize, migrations::MIGRATIONS.len());
+    assert_eq!(store.board("b1").unwrap().unwrap().appliance, None);
+    let job = store.job(1).unwrap().unwrap();
+    assert_eq!((job.state, job.appliance), (JobState::Running, None));
+    assert!(store.running_for("east").unwrap().is_empty());
+    assert!(store.appliances().unwrap().is_empty());
+    assert_eq!(
+        store
+            .recover_interrupted("east", "appliance restarted")
+            .unwrap(),
+        vec![(1, Some("b1".to_string()))]
+    );
+}
+
+/// Heartbeats take the database server's clock: `seen` is within the database's idea of now.
+#[test]
+fn heartbeats_use_the_servers_clock() {
+    let Some(url) = test_database("heartbeat_clock") else {
+        return;
+    };
+    let store = PostgresStore::connect(&url).unwrap();
+    let mut client = pg_client(&url);
+    let server_now = |client: &mut ::postgres::Client| -> i64 {
+        client
+            .query_one(
+                "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let before = server_now(&mut client);
+    store.heartbeat("a", "http://a", true).unwrap();
+    let after = server_now(&mut client);
+    let seen = store.appliances().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].seen >= before && seen[0].seen <= after, "{seen:?}");
+}

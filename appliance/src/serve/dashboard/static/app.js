@@ -333,6 +333,9 @@ function boardsTable(boards) {
   const reservations = boards.some((b) => Object.prototype.hasOwnProperty.call(b, "reservation"));
   const headers = ["Board", "Device type", "State", "Health", "Power", "Last check-in", "Current job"];
   if (reservations) headers.push("Reservation");
+  // A lab of several appliances (one shared database): which one serves each board.
+  const several = new Set(boards.map((b) => b.appliance || "")).size > 1;
+  if (several) headers.push("Appliance");
   const rows = boards.map((b) => {
     const cells = [
       [boardLink(b.id), b.cloned ? [" ", badge("cloned")] : null, b.approved ? null : [" ", badge("not approved")]],
@@ -344,6 +347,7 @@ function boardsTable(boards) {
       jobLink(b.current_job),
     ];
     if (reservations) cells.push(reservationText(b.reservation));
+    if (several) cells.push(show(b.appliance));
     return {cells, dataset: {board: b.id}};
   });
   return table("boards", headers, rows, "no boards yet: add one, or name them in appliance.yaml");
@@ -363,7 +367,7 @@ function viewBoards(ctx) {
     holder.replaceChildren(boardsTable(boards));
     summary.replaceChildren(`${health.boards} boards · `,
       el("a", {href: "#/jobs"}, `${health.queued} queued, ${health.running} running`),
-      ` · labboot ${health.version}`);
+      ` · labboot ${health.version}${health.appliance ? " on " + health.appliance : ""}`);
     updated.textContent = `updated ${new Date().toLocaleTimeString()}, every ${REFRESH_MS / 1000} s`;
   });
 }
@@ -434,6 +438,7 @@ function viewBoard(ctx, id) {
         `, ${b.console.reconnects} reconnect${b.console.reconnects === 1 ? "" : "s"}`] : "none configured"],
       ["approved", b.approved ? "yes" : "no"],
       ["from the config", b.from_config ? "yes" : "no (added or discovered)"],
+      ["served by", show(b.appliance)],
       ["MAC", show(b.mac)],
       ["address", show(b.address)],
       ["cloned card", b.cloned ? [badge("cloned"), " second card from ", b.cloned] : "—"],
@@ -882,6 +887,7 @@ function viewJob(ctx, id) {
       ["health", badge(job.health)],
       ["device type", show(job.device_type)],
       ["board", boardLink(job.board)],
+      ["appliance", show(job.appliance)],
       ["priority", show(job.priority)],
       ["submitted", when(job.submitted)],
       ["started", when(job.started)],
