@@ -195,7 +195,13 @@ fn claim_loop(
                         .finish_job(job.id, JobHealth::Complete, None)
                         .with_context(|| format!("finish job {}", job.id))?;
                 }
-                Err(e) if e.to_string().ends_with(", not queued") => tally.lost += 1,
+                Err(e)
+                    if e.to_string().ends_with(", not queued")
+                        || e.to_string()
+                            .ends_with("being claimed by another appliance") =>
+                {
+                    tally.lost += 1
+                }
                 Err(e) => bail!("start job {} on {board}: {e}", job.id),
             }
         }

@@ -36,8 +36,9 @@ use super::{
 };
 use error::Fail;
 use rows::{
-    all, board_row, get, get_board, get_enum, get_job, get_work, job_row, lock_board, lock_job,
-    work_row, BOARD_COLUMNS, BOARD_SELECT, JOB_COLUMNS, WORK_COLUMNS,
+    all, board_row, claim_lock_board, claim_lock_job, get, get_board, get_enum, get_job, get_work,
+    job_row, lock_board, lock_job, work_row, BOARD_COLUMNS, BOARD_SELECT, JOB_COLUMNS,
+    WORK_COLUMNS,
 };
 pub use url::{is_postgres_url, redact};
 use worker::{Pool, Session, Sql, Target};
@@ -356,14 +357,17 @@ impl Store for PostgresStore {
     fn start_job(&self, id: JobId, board: &str) -> Result<()> {
         let board = board.to_string();
         self.write(format!("start job {id} on board '{board}'"), move |sql| {
-            let job = lock_job(sql, id)?.ok_or_else(|| Fail::Refused(format!("no job {id}")))?;
+            // NOWAIT: when several appliances race for the queue's head, the losers move on
+            // at once instead of queueing behind the winner's commit.
+            let job =
+                claim_lock_job(sql, id)?.ok_or_else(|| Fail::Refused(format!("no job {id}")))?;
             if job.state != JobState::Queued {
                 return Err(Fail::Refused(format!(
                     "job {id} is {}, not queued",
                     job.state.sql_name()
                 )));
             }
-            let b = lock_board(sql, &board)?
+            let b = claim_lock_board(sql, &board)?
                 .ok_or_else(|| Fail::Refused(format!("no board '{board}'")))?;
             if b.state != BoardState::Idle {
                 return Err(Fail::Refused(format!(

@@ -172,6 +172,49 @@ pub(super) fn lock_job(sql: &mut Sql<'_>, id: JobId) -> Result<Option<Job>, Fail
     .transpose()
 }
 
+/// [`lock_job`] for a claim: a job another transaction holds (another appliance claiming it)
+/// is refused at once instead of waited for.
+pub(super) fn claim_lock_job(sql: &mut Sql<'_>, id: JobId) -> Result<Option<Job>, Fail> {
+    let row = sql
+        .query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR NO KEY UPDATE NOWAIT"),
+            &[&id],
+        )
+        .map_err(|e| {
+            busy(e, || {
+                format!("job {id} is being claimed by another appliance")
+            })
+        })?;
+    row.as_ref().map(job_row).transpose()
+}
+
+/// [`lock_board`] for a claim, refused at once when another transaction holds the board.
+pub(super) fn claim_lock_board(sql: &mut Sql<'_>, id: &str) -> Result<Option<Board>, Fail> {
+    let locked = sql
+        .query_opt(
+            "SELECT id FROM boards WHERE id = $1 FOR NO KEY UPDATE NOWAIT",
+            &[&id],
+        )
+        .map_err(|e| {
+            busy(e, || {
+                format!("board '{id}' is being claimed by another job")
+            })
+        })?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    get_board(sql, id)
+}
+
+/// A `NOWAIT` lock that was not available becomes a refusal saying `why`.
+fn busy(fail: Fail, why: impl FnOnce() -> String) -> Fail {
+    if fail.code() == Some(&::postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+        Fail::Refused(why())
+    } else {
+        fail
+    }
+}
+
 /// The board with its reservation, if known.
 pub(super) fn get_board(sql: &mut Sql<'_>, id: &str) -> Result<Option<Board>, Fail> {
     sql.query_opt(&format!("{BOARD_SELECT} WHERE b.id = $1"), &[&id])?
