@@ -348,6 +348,20 @@ fn two_appliances_share_one_postgresql() {
         &format!("{}/api/v1/boards/qemu-west/reserve", west.url()),
     ]);
     assert_eq!(code, 200);
+    // A cancel through another instance reaches the appliance that runs the job.
+    let slow = front.submit(&slow_job(600));
+    east.wait_job(slow, "running", Duration::from_secs(120));
+    let (code, body) = west.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {TOKEN}"),
+        &format!("{}/api/v1/jobs/{slow}/cancel", west.url()),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let j = east.wait_job(slow, "finished", Duration::from_secs(120));
+    assert_eq!(j["health"], "canceled", "{j}");
+    assert_eq!(j["appliance"], "east", "{j}");
     let back = front.submit(&agent_job());
     let j = east.wait_job(back, "finished", Duration::from_secs(300));
     assert_eq!(j["health"], "complete", "{j}");

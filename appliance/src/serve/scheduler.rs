@@ -104,7 +104,12 @@ fn schedule_once(app: &Arc<App>) {
     for (i, board) in pairs {
         let job = &queued[i];
         if let Err(e) = app.store.start_job(job.id, &board) {
-            tracing::warn!(job = job.id, board, "scheduler: {e}");
+            // Another appliance of the lab got there first: nothing to see.
+            if e.to_string().contains("being claimed by another") {
+                tracing::debug!(job = job.id, board, "scheduler: {e}");
+            } else {
+                tracing::warn!(job = job.id, board, "scheduler: {e}");
+            }
             continue;
         }
         tracing::info!(job = job.id, board, "job starts");
