@@ -470,6 +470,38 @@ pub trait Store: Send + Sync {
     fn recover_lost(&self, me: &str, lease_ms: Millis) -> Result<Vec<LostJob>>;
 }
 
+/// Why job `job` cannot start on `board` now (`None`: it can): the rule both backends check
+/// inside `start_job`'s transaction, once they hold the two rows.
+pub fn start_refusal(job: &Job, board: &Board) -> Option<String> {
+    job_refusal(job).or_else(|| board_refusal(board))
+}
+
+/// Why `job` cannot start at all: it is not queued.
+pub fn job_refusal(job: &Job) -> Option<String> {
+    use names::SqlName;
+    (job.state != JobState::Queued)
+        .then(|| format!("job {} is {}, not queued", job.id, job.state.sql_name()))
+}
+
+/// Why `board` cannot take a job: busy, reserved or powered off.
+pub fn board_refusal(board: &Board) -> Option<String> {
+    use names::SqlName;
+    if board.state != BoardState::Idle {
+        return Some(format!(
+            "board '{}' is {}, not idle",
+            board.id,
+            board.state.sql_name()
+        ));
+    }
+    if board.reservation.is_some() {
+        return Some(format!("board '{}' is reserved", board.id));
+    }
+    if board.power_now() == Powered::Off {
+        return Some(format!("board '{}' is powered off", board.id));
+    }
+    None
+}
+
 /// Opens the store a `database:` URL names: `sqlite:PATH` (relative to `state_dir`), or
 /// `postgres://…` / `postgresql://…` (a PostgreSQL database, migrated on open). Errors name the
 /// URL without its password.

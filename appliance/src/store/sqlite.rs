@@ -513,25 +513,10 @@ impl Store for SqliteStore {
     fn start_job(&self, id: JobId, board: &str) -> Result<()> {
         self.write(&format!("start job {id} on board '{board}'"), |tx| {
             let job = get_job(tx, id)?.ok_or_else(|| Fail::Refused(format!("no job {id}")))?;
-            if job.state != JobState::Queued {
-                return Err(Fail::Refused(format!(
-                    "job {id} is {}, not queued",
-                    job.state.sql_name()
-                )));
-            }
             let b = get_board(tx, board)?
                 .ok_or_else(|| Fail::Refused(format!("no board '{board}'")))?;
-            if b.state != BoardState::Idle {
-                return Err(Fail::Refused(format!(
-                    "board '{board}' is {}, not idle",
-                    b.state.sql_name()
-                )));
-            }
-            if b.reservation.is_some() {
-                return Err(Fail::Refused(format!("board '{board}' is reserved")));
-            }
-            if b.power_now() == Powered::Off {
-                return Err(Fail::Refused(format!("board '{board}' is powered off")));
+            if let Some(why) = super::start_refusal(&job, &b) {
+                return Err(Fail::Refused(why));
             }
             tx.prepare_cached(
                 "UPDATE jobs SET state = 'running', board = ?2, started = ?3, appliance = ?4 \

@@ -361,25 +361,13 @@ impl Store for PostgresStore {
             // at once instead of queueing behind the winner's commit.
             let job =
                 claim_lock_job(sql, id)?.ok_or_else(|| Fail::Refused(format!("no job {id}")))?;
-            if job.state != JobState::Queued {
-                return Err(Fail::Refused(format!(
-                    "job {id} is {}, not queued",
-                    job.state.sql_name()
-                )));
+            if let Some(why) = crate::store::job_refusal(&job) {
+                return Err(Fail::Refused(why));
             }
             let b = claim_lock_board(sql, &board)?
                 .ok_or_else(|| Fail::Refused(format!("no board '{board}'")))?;
-            if b.state != BoardState::Idle {
-                return Err(Fail::Refused(format!(
-                    "board '{board}' is {}, not idle",
-                    b.state.sql_name()
-                )));
-            }
-            if b.reservation.is_some() {
-                return Err(Fail::Refused(format!("board '{board}' is reserved")));
-            }
-            if b.power_now() == Powered::Off {
-                return Err(Fail::Refused(format!("board '{board}' is powered off")));
+            if let Some(why) = crate::store::board_refusal(&b) {
+                return Err(Fail::Refused(why));
             }
             sql.execute(
                 "UPDATE jobs SET state = 'running', board = $2, started = $3, appliance = $4 \
