@@ -137,16 +137,19 @@ impl ApplianceLab {
 
     /// `curl -s -w '\n%{http_code}' ARGS…` inside the namespace: (status, body).
     pub fn curl(&self, args: &[&str]) -> (u16, String) {
-        let out = self
-            .ns
-            .command("curl")
-            .args(["-s", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .expect("run curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        run_curl(self.ns.command("curl"), args)
+    }
+
+    /// `POST {url}/api/v1{path}` with the admin token and `body` (JSON), inside the namespace.
+    pub fn post(&self, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("{}/api/v1{path}", self.url());
+        let auth = format!("Authorization: Bearer {TOKEN}");
+        let mut args = vec!["-X", "POST", "-H", auth.as_str()];
+        if let Some(b) = body {
+            args.extend(["-d", b]);
+        }
+        args.push(&url);
+        self.curl(&args)
     }
 
     /// A board as JSON text (`labboot board show ID --json`).
@@ -191,6 +194,19 @@ impl ApplianceLab {
             .map(|p| p.lines().join("\n"))
             .unwrap_or_default()
     }
+}
+
+/// Runs `curl` (a command naming it, e.g. inside a namespace) with `-s -w '\n%{http_code}'` and
+/// `args`: (status, body).
+pub fn run_curl(mut curl: Command, args: &[&str]) -> (u16, String) {
+    let out = curl
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// The sample job: tftp + ramdisk from the master's kernel and initrd, a serial U-Boot boot,

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use appliance::store::pg_cluster::{PgCluster, SUPERUSER};
-use labboot_tests::appliance::{agent_job, boards_ready, free_port, ApplianceLab, TOKEN};
+use labboot_tests::appliance::{agent_job, boards_ready, free_port, run_curl, ApplianceLab, TOKEN};
 use labboot_tests::binary::labboot_bin;
 use labboot_tests::process::ServerProcess;
 
@@ -40,14 +40,7 @@ fn slow_job(seconds: u32) -> String {
 
 /// `curl` from the host (the front end listens on loopback): (status, body).
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    run_curl(Command::new("curl"), args)
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -203,13 +196,7 @@ fn two_appliances_share_one_postgresql() {
     assert_eq!(names, ["east", "front", "west"]);
 
     // Acting on another appliance's board: refused, naming the appliance.
-    let (code, body) = east.curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        &format!("{}/api/v1/boards/qemu-west/power/cycle", east.url()),
-    ]);
+    let (code, body) = east.post("/boards/qemu-west/power/cycle", None);
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("served by appliance west"), "{body}");
 
@@ -276,15 +263,10 @@ fn two_appliances_share_one_postgresql() {
     assert_eq!(events, 20, "one start event per job");
 
     // East dies mid-job: the others end its job within the lease; west keeps working.
-    let (code, _) = west.curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        "-d",
-        r#"{"for_seconds": 3600, "note": "keep west's board for the test"}"#,
-        &format!("{}/api/v1/boards/qemu-west/reserve", west.url()),
-    ]);
+    let (code, _) = west.post(
+        "/boards/qemu-west/reserve",
+        Some(r#"{"for_seconds": 3600, "note": "keep west's board for the test"}"#),
+    );
     assert_eq!(code, 200);
     let doomed = front.submit(&slow_job(600));
     wait_until(
@@ -313,13 +295,7 @@ fn two_appliances_share_one_postgresql() {
     assert_eq!(ended["error"], "appliance east lost", "{ended}");
     assert_eq!(front.get("/boards/qemu-east")["health"], "offline");
     eprintln!("cluster: east's job incomplete {lost_after:?} after the kill");
-    let (code, _) = west.curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        &format!("{}/api/v1/boards/qemu-west/release", west.url()),
-    ]);
+    let (code, _) = west.post("/boards/qemu-west/release", None);
     assert_eq!(code, 200);
     let on_west = submit_to(&west, &agent_job());
     let j = west.wait_job(on_west, "finished", Duration::from_secs(300));
@@ -340,24 +316,12 @@ fn two_appliances_share_one_postgresql() {
         Duration::from_secs(400),
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", east.serve_log()));
-    let (code, _) = west.curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        &format!("{}/api/v1/boards/qemu-west/reserve", west.url()),
-    ]);
+    let (code, _) = west.post("/boards/qemu-west/reserve", None);
     assert_eq!(code, 200);
     // A cancel through another instance reaches the appliance that runs the job.
     let slow = front.submit(&slow_job(600));
     east.wait_job(slow, "running", Duration::from_secs(120));
-    let (code, body) = west.curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {TOKEN}"),
-        &format!("{}/api/v1/jobs/{slow}/cancel", west.url()),
-    ]);
+    let (code, body) = west.post(&format!("/jobs/{slow}/cancel"), None);
     assert_eq!(code, 200, "{body}");
     let j = east.wait_job(slow, "finished", Duration::from_secs(120));
     assert_eq!(j["health"], "canceled", "{j}");
