@@ -19,6 +19,8 @@
 //! A recipe's `base` tarball or directory goes under the packages ([`base`]); `rootfs.ext4` is
 //! made with e2fsprogs ([`ext4`]); the kernel package's dtbs can be copied out.
 
+#![forbid(unsafe_code)]
+
 pub mod apt;
 pub mod base;
 pub mod bootscr;

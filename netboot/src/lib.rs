@@ -13,6 +13,8 @@
 //! and learn what happened through events. Starting or running a server fails with a
 //! [`ServerError`].
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod dhcp;
 pub mod error;
 pub mod metrics;

@@ -8,6 +8,8 @@
 //! * [`bootstrap`]: the generic bootstrap script every card carries, and the identity file.
 //! * [`sdcard`]: the tiny SD-card image (MBR + one FAT partition).
 
+#![forbid(unsafe_code)]
+
 pub mod bootflow;
 pub mod bootstrap;
 pub mod image;

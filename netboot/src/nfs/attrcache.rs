@@ -115,8 +115,10 @@ impl AttrCache {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: statfs is plain old data; the path is NUL-terminated.
+        // SAFETY: statfs is a plain C struct of integers, for which all-zero bytes are valid.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is NUL-terminated and `fs` is a live, writable statfs the kernel fills;
+        // both outlive the call.
         let ino32_handles =
             unsafe { libc::statfs(path.as_ptr(), &mut fs) } == 0 && fs.f_type == EXT4_SUPER_MAGIC;
         Ok(AttrCache {
@@ -264,6 +266,7 @@ mod tests {
     fn cache_in(dir: &Path) -> Option<AttrCache> {
         match AttrCache::watch(dir) {
             Ok(c) => Some(c),
+            // SAFETY: geteuid takes nothing, cannot fail and changes nothing.
             Err(e) if unsafe { libc::geteuid() } != 0 => {
                 eprintln!("SKIPPED: fanotify needs root here ({e})");
                 None
