@@ -30,7 +30,7 @@ impl Export {
         }
         let open = || open_beneath(self.root.as_raw_fd(), &obj.path, flags, 0);
         let fd = {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             open()
         };
         let fd = match fd {
@@ -154,7 +154,7 @@ impl Export {
             let fd = self.open_file(obj, libc::O_WRONLY, cred)?;
             syscalls::ftruncate(fd.as_raw_fd(), size)?;
         }
-        let _user = AsUser::new(cred);
+        let _user = AsUser::new(cred)?;
         if set.uid.is_some() || set.gid.is_some() {
             let uid = set.uid.unwrap_or(u32::MAX);
             let gid = set.gid.unwrap_or(u32::MAX);

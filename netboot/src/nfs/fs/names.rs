@@ -41,7 +41,7 @@ impl Export {
                 // One component of a directory inside the export, not followed if a symlink:
                 // its attributes are the answer. Search permission is checked as the caller.
                 let stat = {
-                    let _user = AsUser::new(cred);
+                    let _user = AsUser::new(cred)?;
                     statx_at(dir.fd.as_raw_fd(), &c)?
                 };
                 self.remember_entry(stat.ino, &dir.path, name);
@@ -111,7 +111,7 @@ impl Export {
         let c = check_name(name)?;
         let mode = set.mode.unwrap_or(0o644);
         let made = {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             syscalls::openat(
                 dir.fd.as_raw_fd(),
                 &c,
@@ -152,7 +152,7 @@ impl Export {
         let c = check_name(name)?;
         let mode = set.mode.unwrap_or(0o755);
         {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             syscalls::mkdirat(dir.fd.as_raw_fd(), &c, mode)?;
         }
         let set = SetAttr {
@@ -174,7 +174,7 @@ impl Export {
         let c = check_name(name)?;
         let t = CString::new(target).map_err(|_| NfsStat::INVAL)?;
         {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             syscalls::symlinkat(&t, dir.fd.as_raw_fd(), &c)?;
         }
         self.finish_create(dir, &c, &SetAttr::NONE, cred)
@@ -199,7 +199,7 @@ impl Export {
             NodeKind::Sock => (libc::S_IFSOCK, 0),
         };
         {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             syscalls::mknodat(dir.fd.as_raw_fd(), &c, fmt | perm, dev)?;
         }
         let set = SetAttr {
@@ -219,7 +219,7 @@ impl Export {
     ) -> Result<(), NfsStat> {
         self.writable()?;
         let c = check_name(name)?;
-        let _user = AsUser::new(cred);
+        let _user = AsUser::new(cred)?;
         let flags = if rmdir { libc::AT_REMOVEDIR } else { 0 };
         syscalls::unlinkat(dir.fd.as_raw_fd(), &c, flags)?;
         Ok(())
@@ -239,7 +239,7 @@ impl Export {
         let b = check_name(to_name)?;
         let moved = statx_at(from.fd.as_raw_fd(), &a)?;
         {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             syscalls::renameat(from.fd.as_raw_fd(), &a, to.fd.as_raw_fd(), &b)?;
         }
         let old = from.path.join(OsStr::from_bytes(from_name));
@@ -271,7 +271,7 @@ impl Export {
         let c = check_name(name)?;
         let (parent, old_name) = self.parent_of(obj)?;
         {
-            let _user = AsUser::new(cred);
+            let _user = AsUser::new(cred)?;
             syscalls::linkat(parent.fd.as_raw_fd(), &old_name, dir.fd.as_raw_fd(), &c)?;
         }
         Ok(statx_at(obj.fd.as_raw_fd(), c"")?)

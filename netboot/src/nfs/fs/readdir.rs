@@ -105,7 +105,7 @@ impl Export {
         if dir.stat.kind != Kind::Dir {
             return Err(NfsStat::NOTDIR);
         }
-        let _user = AsUser::new(cred);
+        let _user = AsUser::new(cred)?;
         let key = ListingKey {
             export: self.id,
             ino: dir.stat.ino,
