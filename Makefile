@@ -1,7 +1,7 @@
 # labboot: the two commands an admin or CI needs. Both install what is missing first.
 CARGO ?= cargo
 
-.PHONY: setup demo test lint build
+.PHONY: setup demo test lint build fuzz-smoke deb deb-test
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,20 @@ demo: setup
 test: setup
 	$(CARGO) test --workspace --no-fail-fast
 
+# The Debian package: target/debian/labboot_<version>_<arch>.deb (scripts/deb.sh, appliance/debian/).
+deb: setup
+	@bash scripts/deb.sh
+
+# The package's install test alone (also part of `make test`): root, mmdebstrap, lintian.
+deb-test: setup
+	@bash scripts/deb-test.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Fuzzing (fuzz/README.md): builds every cargo-fuzz target, runs each for 30 s on its corpus
+# (FUZZ_SECONDS=), fails on a crash. cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1.
+FUZZ_SECONDS ?= 30
+fuzz-smoke: setup
+	RUSTC_BOOTSTRAP=1 nice -n 10 bash fuzz/smoke.sh $(FUZZ_SECONDS)

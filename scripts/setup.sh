@@ -26,6 +26,9 @@ packages=(
   # dispatcher: the compressors jobs' files come in, git for test definitions, dash and busybox
   # (above) to run the board-side scripts on the host
   xz-utils zstd bzip2 git dash tar
+  # the Debian package (make deb: dpkg-shlibdeps, strip) and its test (lintian; mmdebstrap above
+  # makes the Debian 12 root it installs into)
+  dpkg-dev binutils lintian
   # the appliance's /metrics: promtool checks the exposition format
   prometheus
   # the web dashboard's browser test: headless Chromium driven by chromedriver

@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::board::BoardCommand,
     },
+    /// Print the shell completion script of `labboot` (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::CompletionsArgs),
+    /// Write the man pages of `labboot` and its subcommands (used to build the Debian package).
+    #[command(hide = true)]
+    Man(cmd::completions::ManArgs),
 }
 
 /// Parses the command line, runs the command and turns its outcome into an exit code.
@@ -104,6 +109,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Job { api, command } => cmd::job::run(api, command),
         Command::Board { api, command } => cmd::board::run(api, command),
+        Command::Completions(a) => cmd::completions::completions(a),
+        Command::Man(a) => cmd::completions::man(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per `labboot` subcommand: its clap arguments and its `run`.
 
 pub mod board;
+pub mod completions;
 pub mod dhcp;
 pub mod dispatch;
 pub mod image;
