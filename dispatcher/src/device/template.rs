@@ -20,13 +20,25 @@ use crate::{Error, Result};
 pub const TEMPLATES_ENV: &str = "LABBOOT_DEVICE_TYPES";
 
 /// The device-type templates labboot ships: `$LABBOOT_DEVICE_TYPES` if set, otherwise the
-/// crate's `device-types/` directory.
+/// crate's `device-types/` directory when the binary runs from the source tree, else the
+/// packaged [`INSTALLED_TEMPLATES`].
 pub fn shipped_templates_dir() -> PathBuf {
     match std::env::var_os(TEMPLATES_ENV) {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("device-types"),
+        _ => {
+            // The source tree's, when the binary runs from it; else where the package puts them.
+            let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("device-types");
+            if built.is_dir() {
+                built
+            } else {
+                PathBuf::from(INSTALLED_TEMPLATES)
+            }
+        }
     }
 }
+
+/// Where the Debian package installs the device types.
+pub const INSTALLED_TEMPLATES: &str = "/usr/share/labboot/device-types";
 
 /// A rendered device dictionary.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,8 +16,8 @@ static SWITCH_FAILED: SharedThrottle = SharedThrottle::new(Duration::from_secs(6
 ///
 /// `setfsuid`/`setfsgid` and the raw `setgroups` system call change only the calling thread
 /// (glibc's `setgroups` would change every thread), so other operations are unaffected.
-/// A root caller (uid 0, gid 0) is what the thread is already: its permission checks go by
-/// capabilities, not groups, and its new files get uid 0 and gid 0, so nothing is switched.
+/// Every call starts from filesystem uid and gid 0; a root caller (uid 0, gid 0) stays there:
+/// its permission checks go by capabilities, not groups, and its new files get uid 0 and gid 0.
 /// A switch that does not take (no CAP_SETUID/CAP_SETGID, say) refuses the call: running it
 /// as the server's own identity would bypass the caller's permissions.
 pub struct AsUser {
@@ -28,6 +28,18 @@ impl AsUser {
     /// Switches to `cred` (`None`, i.e. `AUTH_NONE`, is nobody: 65534); `SERVERFAULT` when any
     /// step fails (the thread is back to root then).
     pub fn new(cred: Option<&Credential>) -> Result<AsUser, NfsStat> {
+        // From filesystem uid 0 first, whatever user the server runs as (a service user with
+        // capabilities starts at its own uid): the kernel drops the capabilities that bypass
+        // file permissions only when the filesystem uid goes from 0 to another.
+        // SAFETY: these calls change only this thread's filesystem ids; no memory is passed.
+        let at_root = unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
+            libc::setfsuid(u32::MAX) == 0 && libc::setfsgid(u32::MAX) == 0
+        };
+        if !at_root {
+            return Err(refuse("setfsuid(0)/setfsgid(0) did not take"));
+        }
         if cred.is_some_and(|c| c.uid == 0 && c.gid == 0) {
             return Ok(AsUser { switched: false });
         }
