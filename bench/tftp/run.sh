@@ -50,7 +50,9 @@ big_sha=$(sha256sum <"$root/big.bin" | cut -d' ' -f1)
 small_sha=$(sha256sum <"$root/small.bin" | cut -d' ' -f1)
 
 # --- servers -------------------------------------------------------------------------------
+# All clients come from 127.0.0.1: the per-address cap is raised to the total one.
 "$LABBOOT" tftp --root "$root" --listen 127.0.0.1:0 --max-window 64 --max-transfers 512 \
+  --max-transfers-per-client 512 \
   --log info >"$work/labboot.log" 2>&1 &
 pids+=($!)
 ours_port=""

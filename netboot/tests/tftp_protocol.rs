@@ -178,6 +178,63 @@ fn transfer_cap_answers_busy_and_a_stalled_client_frees_its_slot() {
 }
 
 #[test]
+fn per_client_cap_refuses_with_the_reason_and_other_addresses_are_served() {
+    let root = tempdir();
+    let uploads = tempdir();
+    let sha = make_file(root.path(), "f", 300_000);
+    let server = TestServer::dir(root.path(), |c| {
+        c.max_transfers = 16;
+        c.max_transfers_per_client = 4;
+        c.timeout_ms = 5000;
+        c.upload_root = Some(uploads.path().to_path_buf());
+    });
+    // Four transfers from 127.0.0.1 that never answer.
+    let mut stalled: Vec<RawClient> = (0..4).map(|_| RawClient::new(server.addr)).collect();
+    for s in &mut stalled {
+        s.read_request("f", &[]);
+        assert!(matches!(s.expect(SHORT, "DATA 1"), Got::Data(1, _)));
+    }
+    // The fifth from that address is told why.
+    let mut fifth = RawClient::new(server.addr);
+    fifth.read_request("f", &[]);
+    assert_eq!(
+        fifth.expect(SHORT, "ERROR"),
+        Got::Error(
+            0,
+            "too many transfers from this address: 4 in progress".into()
+        )
+    );
+    // Writes count too.
+    fifth.send_raw(b"\0\x02up\0octet\0");
+    let refused = fifth.expect(SHORT, "ERROR");
+    assert!(
+        matches!(&refused, Got::Error(0, m) if m.starts_with("too many")),
+        "{refused:?}"
+    );
+    // Another address gets the whole file meanwhile.
+    let got =
+        RawClient::from(server.addr, std::net::Ipv4Addr::new(127, 0, 0, 2)).download("f", 512);
+    assert_eq!(got, (sha, 300_000));
+    // One stalled client gives up: its address has a slot again.
+    stalled[0].send(&Packet::Error {
+        code: ErrorCode::NotDefined,
+        message: "bye".into(),
+    });
+    let start = Instant::now();
+    loop {
+        let mut c = RawClient::new(server.addr);
+        c.read_request("f", &[]);
+        match c.expect(SHORT, "DATA 1 or ERROR") {
+            Got::Data(1, _) => break,
+            Got::Error(0, m) if m.starts_with("too many") && start.elapsed() < SHORT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => panic!("after a slot was freed: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn escapes_are_access_violations_and_absolute_means_root_relative() {
     let base = tempdir();
     let root = base.path().join("root");

@@ -32,6 +32,9 @@ pub struct TftpArgs {
     /// Transfers in progress at once [default: 512].
     #[arg(long, value_name = "N")]
     pub max_transfers: Option<usize>,
+    /// Transfers in progress at once from one client address [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_transfers_per_client: Option<usize>,
     /// First retransmission timeout in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
@@ -80,6 +83,9 @@ impl TftpArgs {
         }
         if let Some(v) = self.max_transfers {
             config.max_transfers = v;
+        }
+        if let Some(v) = self.max_transfers_per_client {
+            config.max_transfers_per_client = v;
         }
         if let Some(v) = self.timeout_ms {
             config.timeout_ms = v;

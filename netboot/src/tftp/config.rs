@@ -3,6 +3,23 @@
 //!
 //! Checking happens once, in `TryFrom`, and every error names the offending field, so a typo in a
 //! config file is reported as `tftp.max_blksize must be …` rather than surfacing as odd behaviour.
+//!
+//! ```yaml
+//! tftp:
+//!   root: /var/lib/labboot/tftp
+//!   listen: 0.0.0.0:69
+//!   max_transfers: 512            # in progress at once; more get "server busy: 512 transfers in progress"
+//!   max_transfers_per_client: 32  # from one address; more get "too many transfers from this address: 32 in progress"
+//!   timeout_ms: 1000              # retransmission timeout, doubling up to max_timeout_ms,
+//!   max_timeout_ms: 8000          # `retries` times without progress: a client that never
+//!   retries: 5                    # answers is dropped after 1+2+4+8+8+8 = 31 s
+//! ```
+//!
+//! Both caps answer with an ERROR packet (code 0) that gives the reason and log a warning at
+//! most once a minute ([`crate::throttle`]) with the number refused since the last one. A
+//! transfer whose client stopped answering costs about 12 KiB and no thread while it waits out
+//! its retransmission budget, so the caps bound descriptors (three per transfer) more than
+//! memory.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,9 +52,15 @@ pub struct TftpConfig {
     /// Largest window (RFC 7440) granted (1–32768).
     #[serde(default = "default_max_window")]
     pub max_window: u16,
-    /// Transfers in progress at once; further requests get an ERROR.
+    /// Transfers in progress at once; further requests get an ERROR ("server busy").
     #[serde(default = "default_max_transfers")]
     pub max_transfers: usize,
+    /// Transfers in progress at once from one client address (reads and writes); further
+    /// requests from that address get an ERROR ("too many transfers from this address"), so one
+    /// client cannot take every slot of `max_transfers`. A board fetches its files one after the
+    /// other; the default leaves room for a few clients behind one NAT address.
+    #[serde(default = "default_max_transfers_per_client")]
+    pub max_transfers_per_client: usize,
     /// First retransmission timeout in milliseconds (a client's `timeout` option overrides it).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -67,6 +90,9 @@ fn default_max_window() -> u16 {
 fn default_max_transfers() -> usize {
     512
 }
+fn default_max_transfers_per_client() -> usize {
+    32
+}
 fn default_timeout_ms() -> u64 {
     1000
 }
@@ -89,6 +115,7 @@ impl TftpConfig {
             max_blksize: default_max_blksize(),
             max_window: default_max_window(),
             max_transfers: default_max_transfers(),
+            max_transfers_per_client: default_max_transfers_per_client(),
             timeout_ms: default_timeout_ms(),
             max_timeout_ms: default_max_timeout_ms(),
             retries: default_retries(),
@@ -122,6 +149,7 @@ pub struct TftpSettings {
     root: PathBuf,
     limits: Limits,
     max_transfers: usize,
+    max_transfers_per_client: usize,
     timing: Timing,
     upload_root: Option<PathBuf>,
     max_upload_bytes: u64,
@@ -148,6 +176,9 @@ impl TryFrom<TftpConfig> for TftpSettings {
         }
         if c.max_transfers == 0 {
             return Err(bad("max_transfers", "must be at least 1, got 0"));
+        }
+        if c.max_transfers_per_client == 0 {
+            return Err(bad("max_transfers_per_client", "must be at least 1, got 0"));
         }
         if !(1..=255_000).contains(&c.timeout_ms) {
             return Err(bad(
@@ -190,6 +221,7 @@ impl TryFrom<TftpConfig> for TftpSettings {
                 max_window: c.max_window,
             },
             max_transfers: c.max_transfers,
+            max_transfers_per_client: c.max_transfers_per_client,
             timing: Timing {
                 timeout: Duration::from_millis(c.timeout_ms),
                 max_timeout: Duration::from_millis(c.max_timeout_ms),
@@ -229,6 +261,10 @@ impl TftpSettings {
     pub fn max_transfers(&self) -> usize {
         self.max_transfers
     }
+    /// Transfers in progress at once from one client address.
+    pub fn max_transfers_per_client(&self) -> usize {
+        self.max_transfers_per_client
+    }
     /// Retransmission timing.
     pub fn timing(&self) -> Timing {
         self.timing
@@ -256,6 +292,7 @@ mod tests {
         );
         let c: TftpConfig = serde_yaml_ng::from_str(&yaml).unwrap();
         assert_eq!(c.max_blksize, 65464);
+        assert_eq!((c.max_transfers, c.max_transfers_per_client), (512, 32));
         let s = TftpSettings::try_from(c).unwrap();
         assert_eq!(s.listen(), "127.0.0.1:6969".parse().unwrap());
         assert_eq!(s.limits().max_window, 16);
@@ -294,6 +331,13 @@ mod tests {
                     ..base.clone()
                 },
                 "tftp.max_transfers must be at least 1, got 0",
+            ),
+            (
+                TftpConfig {
+                    max_transfers_per_client: 0,
+                    ..base.clone()
+                },
+                "tftp.max_transfers_per_client must be at least 1, got 0",
             ),
             (
                 TftpConfig {

@@ -19,8 +19,9 @@
 //! * [`path`]: confinement of requested names; [`resolver`]: the [`Resolver`] trait,
 //!   [`DirResolver`] and [`VirtualResolver`]; [`content`]: [`Content`] with a known size;
 //! * [`upload`]: the separate upload directory; [`config`]: [`TftpConfig`] → [`TftpSettings`];
-//! * [`server`]: the socket loop, [`TftpServer`]; [`sender`]: the data path of a read, on its
-//!   own thread with `sendmmsg`.
+//! * [`server`]: the socket loop, [`TftpServer`], the caps (in total and per client address);
+//!   [`sender`]: the data path of a read, on a thread of its own while the client answers, with
+//!   UDP GSO or `sendmmsg`.
 //!
 //! Not supported: multicast TFTP (RFC 2090), netascii uploads, and replies from the address a
 //! request was sent to on a multi-homed host bound to `0.0.0.0` (bind to one address instead).

@@ -1,11 +1,20 @@
-//! The socket loop: one UDP socket for requests, one task (plus, for reads, one thread) and one
-//! ephemeral socket per transfer.
+//! The socket loop: one UDP socket for requests, one task (plus, for reads, a thread while the
+//! client answers) and one ephemeral socket per transfer.
 //!
-//! The request socket only parses requests, confines names, enforces the transfer cap and spawns;
-//! it never opens a file, so one slow resolver cannot delay other clients. Each transfer binds its
-//! own socket on the same address with a new port (its TID, RFC 1350) and `connect`s it to the
-//! client: the kernel then hands it the client's datagrams only, and an ICMP "port unreachable"
-//! from a client that went away ends the transfer at once instead of after all retries.
+//! The request socket only parses requests, confines names, enforces the transfer caps and
+//! spawns; it never opens a file, so one slow resolver cannot delay other clients. Each transfer
+//! binds its own socket on the same address with a new port (its TID, RFC 1350) and `connect`s
+//! it to the client: the kernel then hands it the client's datagrams only, and an ICMP "port
+//! unreachable" from a client that went away ends the transfer at once instead of after all
+//! retries.
+//!
+//! Two caps bound what clients can hold: `max_transfers` in total ("server busy: N transfers in
+//! progress") and `max_transfers_per_client` per client address ("too many transfers from this
+//! address: N in progress"), so one address flooding requests leaves the other boards their
+//! slots. Both refusals are ERROR packets (code 0) with the reason, and both warnings are
+//! throttled. A transfer whose client never answers costs a few KiB while it waits (its thread
+//! ends and its read-ahead is released, see [`super::sender`]) and is ended by its
+//! retransmission budget (`timeout_ms`, doubling up to `max_timeout_ms`, `retries` times).
 //!
 //! Datagrams from any other address or port reach a second, unconnected socket bound to the
 //! same address and port (`SO_REUSEADDR` on both; for a datagram from the client the connected
@@ -21,18 +30,20 @@
 //!
 //! The protocol itself lives in [`super::transfer`] and
 //! [`super::receive`]; this file only moves bytes and keeps time. The data path of a read runs
-//! on a thread of its own with blocking calls ([`super::sender`] says why); the request socket
-//! and uploads stay on tokio.
+//! on a thread of its own with blocking calls while the client answers ([`super::sender`] says
+//! why); the request socket and uploads stay on tokio.
 //!
 //! Shutdown: [`TftpServer::run`] stops taking requests when its shutdown future completes, tells
 //! every transfer to send an ERROR and stop, waits up to [`SHUTDOWN_GRACE`] for them, and returns.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -47,7 +58,7 @@ use super::packet::{ErrorCode, Mode, Packet, Request, DATA_HEADER_LEN};
 use super::path::RequestPath;
 use super::receive::{Reply, WriteTransfer};
 use super::resolver::{DirResolver, Resolver};
-use super::sender;
+use super::sender::{self, ReadPath, Step};
 use super::transfer::{Outcome, ReadTransfer, Timing};
 use super::upload::{Upload, UploadDir};
 use crate::error::ServerError;
@@ -72,8 +83,14 @@ struct Shared {
     settings: TftpSettings,
     resolver: Arc<dyn Resolver>,
     uploads: Option<UploadDir>,
+    /// Transfers in progress per client address.
+    clients: ClientCounts,
     /// Warnings about datagrams from foreign ports, over all transfers.
     strays: SharedThrottle,
+    /// Warnings about requests refused by `max_transfers`.
+    busy: SharedThrottle,
+    /// Warnings about requests refused by `max_transfers_per_client`.
+    busy_client: SharedThrottle,
 }
 
 impl std::fmt::Debug for TftpServer {
@@ -93,7 +110,10 @@ impl TftpServer {
                 settings,
                 resolver: Arc::new(resolver),
                 uploads,
+                clients: ClientCounts::default(),
                 strays: SharedThrottle::new(LOG_INTERVAL),
+                busy: SharedThrottle::new(LOG_INTERVAL),
+                busy_client: SharedThrottle::new(LOG_INTERVAL),
             }),
         })
     }
@@ -256,9 +276,38 @@ impl RequestContext<'_> {
             .await;
             return None;
         }
+        let ip = peer.ip().to_canonical();
+        let per_client = self.shared.settings.max_transfers_per_client();
+        let slot = match self.shared.clients.enter(ip, per_client) {
+            Ok(slot) => slot,
+            Err(n) => {
+                if let Some(count) = self.shared.busy_client.hit_now() {
+                    tracing::warn!(
+                        client = %peer, path = %path.shown(),
+                        "tftp: refused {kind} request: {n} transfers from {ip} in progress \
+                         (max_transfers_per_client); {count} refused for this since the last warning"
+                    );
+                }
+                self.refuse(
+                    peer,
+                    &TftpError::new(
+                        ErrorCode::NotDefined,
+                        format!("too many transfers from this address: {n} in progress"),
+                    ),
+                )
+                .await;
+                return None;
+            }
+        };
         let Ok(permit) = Arc::clone(self.permits).try_acquire_owned() else {
             let max = self.shared.settings.max_transfers();
-            tracing::warn!(client = %peer, path = %path.shown(), "tftp: refused {kind} request: {max} transfers in progress");
+            if let Some(count) = self.shared.busy.hit_now() {
+                tracing::warn!(
+                    client = %peer, path = %path.shown(),
+                    "tftp: refused {kind} request: {max} transfers in progress (max_transfers); \
+                     {count} refused for this since the last warning"
+                );
+            }
             self.refuse(
                 peer,
                 &TftpError::new(
@@ -276,6 +325,7 @@ impl RequestContext<'_> {
             request,
             path,
             cancel: self.cancel.child_token(),
+            _slot: slot,
             _permit: permit,
         };
         Some(if write {
@@ -297,7 +347,8 @@ impl RequestContext<'_> {
     }
 }
 
-/// One transfer task; dropping it (at the end, or on abort) returns its permit.
+/// One transfer task; dropping it (at the end, or on abort) returns its permit and its slot
+/// among its client's transfers.
 struct Transfer {
     shared: Arc<Shared>,
     local_ip: IpAddr,
@@ -305,7 +356,51 @@ struct Transfer {
     request: Request,
     path: RequestPath,
     cancel: CancellationToken,
+    _slot: ClientSlot,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Transfers in progress per client address (`max_transfers_per_client`).
+#[derive(Debug, Clone, Default)]
+struct ClientCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One transfer of a client; counted out when dropped.
+#[derive(Debug)]
+struct ClientSlot {
+    counts: ClientCounts,
+    ip: IpAddr,
+}
+
+impl ClientCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a new transfer of `ip`, or the number it has in progress if that is `max`.
+    fn enter(&self, ip: IpAddr, max: usize) -> Result<ClientSlot, usize> {
+        let mut map = self.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -431,7 +526,7 @@ impl Transfer {
             self.timing(&neg),
             now(),
         );
-        let reader = BlockReader::new(content, neg.blksize);
+        let reader = BlockReader::with_window(content, neg.blksize, neg.window);
         let oack = Packet::OptionAck {
             options: neg.reply.clone(),
         }
@@ -443,36 +538,8 @@ impl Transfer {
                 return;
             }
         };
-        // The data path runs on its own thread with blocking calls (see `sender`); this task
-        // only waits for it, so the permit and the shutdown drain cover it.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let cancel = self.cancel.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tftp-read".into())
-            .stack_size(SENDER_STACK)
-            .spawn(move || {
-                let (mut machine, mut reader) = (machine, reader);
-                let ended = sender::run(sock, &mut machine, &mut reader, &oack, &cancel);
-                let _ = tx.send((machine, ended));
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(client = %self.peer, path = %self.path.shown(), "tftp: cannot start a transfer thread: {e}");
-            return;
-        }
-        // Meanwhile, answer strays; the thread owns the data socket.
-        let mut rx = rx;
-        let mut buf = vec![0u8; 2048];
-        let done = loop {
-            tokio::select! {
-                done = &mut rx => break done,
-                r = strays.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_stray(&strays, &buf[..n], from).await,
-                    Err(e) => tracing::debug!(client = %self.peer, "tftp: receive of a stray failed: {e}"),
-                },
-            }
-        };
-        let Ok((machine, ended)) = done else {
-            tracing::error!(client = %self.peer, path = %self.path.shown(), "tftp: the transfer thread panicked");
+        let path = ReadPath::new(sock, machine, reader, oack);
+        let Some((machine, ended)) = self.drive(path, &strays).await else {
             return;
         };
         let gone = ended.gone;
@@ -503,6 +570,88 @@ impl Transfer {
                 client = %self.peer, path = %self.path.shown(), "tftp: read aborted: {why}"
             ),
             (_, None) => {}
+        }
+    }
+
+    /// Runs a read's data path to its end: on a thread of its own while the client answers,
+    /// parked on this task (socket readable, retransmission deadline, shutdown) while it does
+    /// not (see [`sender`]); strays are answered throughout. `None` if a thread could not be
+    /// started or panicked (logged).
+    async fn drive(
+        &self,
+        mut path: ReadPath,
+        strays: &UdpSocket,
+    ) -> Option<(ReadTransfer, sender::Ended)> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let cancel = self.cancel.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tftp-read".into())
+                .stack_size(SENDER_STACK)
+                .spawn(move || {
+                    let step = path.run(&cancel);
+                    let _ = tx.send((path, step));
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(client = %self.peer, path = %self.path.shown(), "tftp: cannot start a transfer thread: {e}");
+                return None;
+            }
+            // Meanwhile, answer strays; the thread owns the data socket.
+            let mut rx = rx;
+            let done = loop {
+                tokio::select! {
+                    done = &mut rx => break done,
+                    r = strays.recv_from(&mut buf) => match r {
+                        Ok((n, from)) => self.on_stray(strays, &buf[..n], from).await,
+                        Err(e) => tracing::debug!(client = %self.peer, "tftp: receive of a stray failed: {e}"),
+                    },
+                }
+            };
+            let Ok((p, step)) = done else {
+                tracing::error!(client = %self.peer, path = %self.path.shown(), "tftp: the transfer thread panicked");
+                return None;
+            };
+            path = p;
+            if let Step::Ended(ended) = step {
+                return Some((path.machine, ended));
+            }
+            // Parked: no thread until the client speaks, the deadline passes or shutdown.
+            let Some(deadline) = path.machine.deadline() else {
+                continue;
+            };
+            let registered = path
+                .sock
+                .set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(path.sock));
+            let sock = match registered {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(client = %self.peer, "tftp: cannot wait on a transfer socket: {e}");
+                    return None;
+                }
+            };
+            let sleep = tokio::time::sleep_until(Instant::from_std(deadline));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    // Readable, or an ICMP error queued (the client went away).
+                    _ = sock.ready(Interest::READABLE | Interest::ERROR) => break,
+                    _ = &mut sleep => break,
+                    _ = self.cancel.cancelled() => break,
+                    r = strays.recv_from(&mut buf) => match r {
+                        Ok((n, from)) => self.on_stray(strays, &buf[..n], from).await,
+                        Err(e) => tracing::debug!(client = %self.peer, "tftp: receive of a stray failed: {e}"),
+                    },
+                }
+            }
+            path.sock = match sock.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(client = %self.peer, "tftp: cannot hand the socket over: {e}");
+                    return None;
+                }
+            };
         }
     }
 
@@ -682,4 +831,72 @@ async fn flush(upload: &mut Option<Upload>, pending: &mut Vec<u8>, last: bool) -
     *pending = buf;
     pending.clear();
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tftp::config::TftpConfig;
+
+    /// What came back on `s` within `wait`: (opcode, the ERROR's message).
+    async fn reply(s: &UdpSocket, wait: Duration) -> Option<(u16, String)> {
+        let mut buf = [0u8; 600];
+        let n = tokio::time::timeout(wait, s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let op = u16::from_be_bytes([buf[0], buf[1]]);
+        let message = match Packet::parse(&buf[..n]) {
+            Ok(Packet::Error { message, .. }) => message,
+            _ => String::new(),
+        };
+        Some((op, message))
+    }
+
+    #[tokio::test]
+    async fn the_per_client_cap_refuses_with_the_reason_and_warns_once() {
+        let log = crate::testlog::Captured::start();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), vec![1u8; 5000]).unwrap();
+        let mut config = TftpConfig::new(root.path());
+        config.max_transfers_per_client = 3;
+        config.timeout_ms = 5000;
+        let server = TftpServer::serving_root(TftpSettings::try_from(config).unwrap()).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(server.run(socket, stop.clone().cancelled_owned()));
+        // Ten requests from 127.0.0.1 that are never acknowledged.
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            c.send_to(b"\0\x01f\0octet\0", addr).await.unwrap();
+            clients.push(c);
+        }
+        let mut replies = Vec::new();
+        for c in &clients {
+            replies.push(reply(c, Duration::from_secs(5)).await.expect("an answer"));
+        }
+        let served = replies.iter().filter(|r| r.0 == 3).count();
+        let refused: Vec<&(u16, String)> = replies.iter().filter(|r| r.0 == 5).collect();
+        assert_eq!((served, refused.len()), (3, 7), "{replies:?}");
+        for r in refused {
+            assert_eq!(r.1, "too many transfers from this address: 3 in progress");
+        }
+        // One warning for the seven refusals (throttled), naming the address and the setting.
+        let warnings: Vec<String> = log
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("max_transfers_per_client"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with("WARN")
+                && warnings[0].contains("3 transfers from 127.0.0.1 in progress"),
+            "{}",
+            warnings[0]
+        );
+        stop.cancel();
+        running.await.unwrap().unwrap();
+    }
 }

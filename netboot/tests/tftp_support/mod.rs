@@ -164,11 +164,65 @@ pub enum Got {
 
 impl RawClient {
     pub fn new(server: SocketAddr) -> RawClient {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        RawClient::from(server, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// A client on `ip` (any of 127.0.0.0/8 on loopback), a new port.
+    pub fn from(server: SocketAddr, ip: std::net::Ipv4Addr) -> RawClient {
+        let sock = UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
         RawClient {
             sock,
             server,
             tid: None,
+        }
+    }
+
+    /// Downloads `name` at `blksize`, window 1, sending the RRQ again while nothing answers
+    /// (a request can be lost in a storm); returns the sha256 of the bytes (not the bytes:
+    /// tests that measure memory use it) and their number. Panics on an ERROR or a stall.
+    pub fn download(&mut self, name: &str, blksize: u16) -> ([u8; 32], u64) {
+        const WAIT: Duration = Duration::from_millis(300);
+        let bs = blksize.to_string();
+        let options = [("blksize", bs.as_str())];
+        let mut tries = 0;
+        loop {
+            self.read_request(name, &options);
+            match self.recv(WAIT) {
+                Some((Got::Oack(_), _)) => break,
+                Some((other, _)) => panic!("{name}: expected OACK, got {other:?}"),
+                None if tries < 20 => tries += 1,
+                None => panic!("{name}: no answer to 20 requests"),
+            }
+        }
+        self.ack(0);
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut next: u16 = 1;
+        let mut quiet = 0;
+        loop {
+            match self.recv(WAIT) {
+                // A second transfer, from a request sent again while the first was on its way.
+                Some((_, from)) if Some(from) != self.tid => {}
+                Some((Got::Data(n, d), _)) if n == next => {
+                    let last = d.len() < usize::from(blksize);
+                    hasher.update(&d);
+                    len += d.len() as u64;
+                    self.ack(n);
+                    if last {
+                        return (hasher.finalize().into(), len);
+                    }
+                    next = next.wrapping_add(1);
+                    quiet = 0;
+                }
+                // A duplicate of the previous block: our ACK was lost; the server resends.
+                Some((Got::Data(..), _)) => {}
+                Some((other, _)) => panic!("{name}: got {other:?} at block {next}"),
+                None if quiet < 20 => {
+                    quiet += 1;
+                    self.ack(next.wrapping_sub(1));
+                }
+                None => panic!("{name}: the transfer stalled at block {next}"),
+            }
         }
     }
 
@@ -252,4 +306,47 @@ pub fn tempdir() -> tempfile::TempDir {
 /// `dir/name` as a path.
 pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// What /proc says about this process: resident memory (KiB), threads, open descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub rss_kib: u64,
+    pub threads: u64,
+    pub fds: u64,
+}
+
+impl ProcStat {
+    pub fn now() -> ProcStat {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
+        };
+        ProcStat {
+            rss_kib: field("VmRSS:"),
+            threads: field("Threads:"),
+            fds: std::fs::read_dir("/proc/self/fd").unwrap().count() as u64,
+        }
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit (a storm needs thousands of sockets).
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
 }
