@@ -45,7 +45,8 @@ pub fn encode(frames: &[(u8, &[u8])]) -> Vec<u8> {
 }
 
 /// A scratch directory for this process (on `/dev/shm` where there is one, so file work stays
-/// in memory), removed when the process exits, as libFuzzer's runs end with `exit`.
+/// in memory), removed when the process exits, as libFuzzer's runs end with `exit`; those of
+/// crashed runs are removed by the next run.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     use std::sync::OnceLock;
     static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
@@ -61,7 +62,18 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("labboot-fuzz-{name}.{}", std::process::id()));
+        // A run that crashed (abort: no exit handlers) left its directory; remove those whose
+        // process is gone.
+        let prefix = format!("labboot-fuzz-{name}.");
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = file.strip_prefix(&prefix) {
+                if !std::path::Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = base.join(format!("{prefix}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch directory");
         // SAFETY: registers a plain `extern "C" fn` that only removes a directory.
