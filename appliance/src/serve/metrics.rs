@@ -2,8 +2,9 @@
 //!
 //! Served on the HTTP listener outside `/api/v1` and without a token, like `/api/v1/health`.
 //! The servers' counters come from [`netboot::metrics::METRICS`] (bumped by the servers
-//! themselves); jobs and boards are counted in the store at each scrape (one `GROUP BY` query
-//! each); job durations are observed by the runner when a job finishes ([`job_finished`]).
+//! themselves); jobs are counted in the store at each scrape (one `GROUP BY` query), boards
+//! from one read of the board list (state, health and power); job durations are observed by
+//! the runner when a job finishes ([`job_finished`]).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -99,9 +100,11 @@ pub async fn handler(State(app): State<Arc<App>>) -> Response {
     let store = Arc::clone(&app.store);
     let counted = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let jobs = store.job_counts().map_err(|e| e.to_string())?;
-        let boards = store.board_counts().map_err(|e| e.to_string())?;
+        // One read of the boards gives both their (state, health) and their power.
+        let mut boards: Vec<(BoardState, Health, i64)> = Vec::new();
         let mut powered: BTreeMap<&str, (Powered, i64)> = BTreeMap::new();
         for b in store.boards().map_err(|e| e.to_string())? {
+            boards.push((b.state, b.health, 1));
             let p = b.power_now();
             powered.entry(power_name(p)).or_insert((p, 0)).1 += 1;
         }
