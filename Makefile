@@ -31,7 +31,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Fuzzing (fuzz/README.md): builds every cargo-fuzz target, runs each for 30 s on its corpus
-# (FUZZ_SECONDS=), fails on a crash. cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1.
+# (FUZZ_SECONDS=), dev profile unless FUZZ_PROFILE=release, fails on a crash. cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1.
 FUZZ_SECONDS ?= 30
+FUZZ_PROFILE ?= dev
 fuzz-smoke: setup
-	RUSTC_BOOTSTRAP=1 nice -n 10 bash fuzz/smoke.sh $(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 FUZZ_PROFILE=$(FUZZ_PROFILE) nice -n 10 bash fuzz/smoke.sh $(FUZZ_SECONDS)

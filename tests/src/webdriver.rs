@@ -216,6 +216,7 @@ impl WebDriver {
             "browserName": "chrome",
             "pageLoadStrategy": "normal",
             "timeouts": {"script": 120_000, "pageLoad": 60_000, "implicit": 0},
+            "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -471,6 +472,25 @@ impl WebDriver {
             Ok(None)
         })
         .with_context(|| format!("last text of {css}: {seen:.2000}"))
+    }
+
+    /// The page's console messages since the last call, one per line (for failure messages).
+    pub fn console_log(&self) -> String {
+        match self.command("POST", "/se/log", Some(json!({"type": "browser"}))) {
+            Ok(Value::Array(entries)) => entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["level"].as_str().unwrap_or("?"),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Ok(other) => format!("(unexpected console log answer: {other:.200})"),
+            Err(e) => format!("(no console log: {e:#})"),
+        }
     }
 
     /// chromedriver's log so far.

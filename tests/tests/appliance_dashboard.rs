@@ -84,8 +84,9 @@ fn page(wd: &WebDriver) -> String {
 /// Fails the test with the error, the page and the appliance's log.
 fn fail(wd: &WebDriver, lab: &ApplianceLab, e: anyhow::Error) -> ! {
     panic!(
-        "{e:#}\n{}\n--- labboot serve:\n{}",
+        "{e:#}\n{}\n--- browser console:\n{}\n--- labboot serve:\n{}",
         page(wd),
+        wd.console_log(),
         lab.serve_log()
     )
 }

@@ -180,6 +180,7 @@ pub async fn sdcard(
             "card",
             &format!("SD-card image built ({arch}, {} MiB)", DEFAULT_SIZE >> 20),
         )?;
+        tracing::info!(board = %id, %arch, bytes = image.len(), "api: SD-card image built");
         Ok((id, image))
     })
     .await;

@@ -1038,6 +1038,25 @@ function viewAddBoard(ctx) {
   });
 }
 
+// The board's SD-card image as a blob. A download that breaks off half-way (the body's
+// stream fails, not the request) is asked for once more: the image is the same every time.
+async function cardImage(board, arch, mac, status) {
+  for (let attempt = 1; ; attempt++) {
+    const resp = await apiFetch(`/boards/${encodeURIComponent(board.id)}/sdcard`, {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({token: board.token, arch, mac: mac || null}),
+    });
+    try {
+      return await resp.blob();
+    } catch (e) {
+      if (attempt >= 2) throw new Error(`the card image's download broke off twice: ${e.message}`);
+      console.warn(`card image: download broke off (${e.message}); asking again`);
+      status.textContent = "the download broke off; asking again…";
+    }
+  }
+}
+
 // The new board's identity, its one-time token and the card download.
 function newBoardView(ctx, board, arch, mac) {
   const status = el("p", {id: "card-status", class: "muted"});
@@ -1049,12 +1068,7 @@ function newBoardView(ctx, board, arch, mac) {
     status.className = "muted";
     status.textContent = "building the card image…";
     try {
-      const resp = await apiFetch(`/boards/${encodeURIComponent(board.id)}/sdcard`, {
-        method: "POST",
-        headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({token: board.token, arch, mac: mac || null}),
-      });
-      const blob = await resp.blob();
+      const blob = await cardImage(board, arch, mac, status);
       if (!alive(ctx)) return;
       if (url) URL.revokeObjectURL(url);
       url = URL.createObjectURL(blob);
