@@ -93,6 +93,8 @@ pub struct Services {
     jobs: Jobs,
     nfs: Option<netboot::nfs::ExportTable>,
     nbd: Option<(netboot::nbd::ExportTable, u16)>,
+    /// The boards' network (`dhcp:`'s subnet), the only one a job's NFS root is exported to.
+    board_network: Option<String>,
     owned: Mutex<Vec<(String, Owned)>>,
     consoles: Option<Arc<dyn ConsoleProvider>>,
 }
@@ -107,6 +109,7 @@ impl Services {
             jobs: Jobs::default(),
             nfs: None,
             nbd: None,
+            board_network: None,
             owned: Mutex::new(Vec::new()),
             consoles: None,
         })
@@ -275,8 +278,15 @@ impl Lab {
         }
 
         // DHCP, when the lab config has a dhcp: section.
+        let mut board_network = None;
         if let Some(d) = config.dhcp.clone() {
             let settings = DhcpSettings::try_from(d)?;
+            let mask = u32::from(settings.netmask());
+            board_network = Some(format!(
+                "{}/{}",
+                std::net::Ipv4Addr::from(u32::from(settings.server_ip()) & mask),
+                mask.count_ones()
+            ));
             tracing::info!(interface = settings.interface(), "dhcp: starting");
             let r = rx.clone();
             let events = hooks.lease_events.clone();
@@ -300,6 +310,7 @@ impl Lab {
                 jobs,
                 nfs: nfs_table,
                 nbd,
+                board_network,
                 owned: Mutex::new(Vec::new()),
                 consoles: hooks.consoles.clone(),
             }),
@@ -474,7 +485,10 @@ impl LabServices for Services {
                 name: name.clone(),
                 dir: PathBuf::from(dir),
                 access: Access::Rw,
-                clients: Vec::new(),
+                // The board's root owns its root filesystem: not squashed, and so exported
+                // to the boards' network only when the lab knows it.
+                clients: self.board_network.iter().cloned().collect(),
+                root_squash: Some(false),
             })
             .map_err(|e| err(format!("nfs: export {name}: {e}")))?;
         self.owned

@@ -405,7 +405,8 @@ fn read_write_nfs_root_shows_the_guests_changes_and_survives_a_server_restart() 
     // The guest's scripts are put in the export before it boots.
     std::fs::write(root.join("root/nfs-changes.sh"), GUEST_CHANGES).unwrap();
     std::fs::write(root.join("root/nfs-loop.sh"), GUEST_LOOP).unwrap();
-    let mut lab = Lab::start(&root, "rw");
+    // A board's root filesystem: its root stays root.
+    let mut lab = Lab::start(&root, "rw,no_root_squash");
 
     let mut board = lab.boot("labboot.overlay=none");
     let console = board.console();

@@ -213,7 +213,13 @@ fn copies_200_mib_both_ways() {
             f.write_all(&block).unwrap();
         }
     }
-    let server = start(0, &["--export".into(), export_arg("exp", &exp, "rw")]);
+    let server = start(
+        0,
+        &[
+            "--export".into(),
+            export_arg("exp", &exp, "rw,no_root_squash"),
+        ],
+    );
     let up = server.url("/exp/up.bin");
     let (ok, _, err) = run("nfs-cp", &[src.to_str().unwrap(), &up]);
     assert!(ok, "nfs-cp to the server failed: {err}");
@@ -273,7 +279,13 @@ fn links_out_of_the_export_leak_nothing() {
     symlink("/etc/passwd", exp.join("passwd")).unwrap();
     symlink("/etc", exp.join("etc")).unwrap();
     symlink("../secret", exp.join("secret")).unwrap();
-    let server = start(0, &["--export".into(), export_arg("exp", &exp, "rw")]);
+    let server = start(
+        0,
+        &[
+            "--export".into(),
+            export_arg("exp", &exp, "rw,no_root_squash"),
+        ],
+    );
     for name in ["passwd", "secret", "etc/passwd"] {
         let (ok, out, _) = run("nfs-cat", &[&server.url(&format!("/exp/{name}"))]);
         assert!(!ok || out.is_empty(), "{name} leaked: {out}");

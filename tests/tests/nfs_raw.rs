@@ -147,6 +147,33 @@ fn handles_survive_a_restart() {
     assert_eq!(c.getattr(&root).unwrap_err(), 70);
 }
 
+/// An `rw` export open to every network squashes root by default: root's new files belong
+/// to nobody, and root cannot write where nobody cannot.
+#[test]
+fn open_rw_exports_squash_root() {
+    if !require::root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let exp = d.path().join("exp");
+    std::fs::create_dir(&exp).unwrap();
+    std::fs::create_dir(exp.join("shared")).unwrap();
+    std::fs::set_permissions(exp.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let server = start(0, &["--export".into(), export_arg("exp", &exp, "rw")]);
+    let mut admin = server.client(0, 0);
+    let root = admin.mount("/exp").unwrap();
+    let mut how = vec![0, 0, 0, 0];
+    how.extend(sattr_mode(Some(0o644)));
+    assert_eq!(admin.make(8, &root, "nope", &how).unwrap_err(), 13, "ACCES");
+    let (shared, _) = admin.lookup(&root, "shared").unwrap();
+    let (_, attr) = admin.make(8, &shared, "squashed", &how).unwrap();
+    assert_eq!((attr.uid, attr.gid), (65534, 65534));
+    let md = std::fs::metadata(exp.join("shared/squashed")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (65534, 65534));
+    let log = server.process.lines().join("\n");
+    assert!(log.contains("root squashed, every network"), "{log}");
+}
+
 #[test]
 fn root_filesystem_operations() {
     if !require::root() {
@@ -159,7 +186,14 @@ fn root_filesystem_operations() {
     std::fs::set_permissions(exp.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::create_dir(exp.join("private")).unwrap();
     std::fs::set_permissions(exp.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let server = start(0, &["--export".into(), export_arg("exp", &exp, "rw")]);
+    // A board's root filesystem: its root must stay root.
+    let server = start(
+        0,
+        &[
+            "--export".into(),
+            export_arg("exp", &exp, "rw,no_root_squash"),
+        ],
+    );
 
     // A user's files get its uid/gid; it cannot write where the modes say no.
     let mut user = server.client(1234, 5678);

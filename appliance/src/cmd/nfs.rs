@@ -20,8 +20,11 @@ pub struct NfsArgs {
     /// Address to listen on, with or without a port [default: 0.0.0.0:2049].
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
-    /// An export: `/NAME=DIR`, read-only unless followed by `:rw` (`:ro` is accepted). Repeatable.
-    #[arg(long = "export", value_name = "/NAME=DIR[:ro|:rw]")]
+    /// An export: `/NAME=DIR`, read-only unless followed by `:rw` (`:ro` is accepted), then
+    /// optionally `,no_root_squash` or `,root_squash`. Root is squashed (acts as nobody) on an
+    /// `rw` export by default, since one given here is open to every network: a board's root
+    /// filesystem needs `:rw,no_root_squash` (or `clients:` in the config). Repeatable.
+    #[arg(long = "export", value_name = "/NAME=DIR[:ro|:rw][,no_root_squash]")]
     pub exports: Vec<String>,
     /// Also answer portmap (rpcbind v2) GETPORT for NFS and MOUNT on this address, e.g.
     /// `0.0.0.0:111`, so clients need no `port=`/`mountport=` mount options.

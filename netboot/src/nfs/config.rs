@@ -2,7 +2,7 @@
 //! config) or CLI flags fill in; [`NfsSettings`] is the checked form the server runs with.
 //!
 //! Every error names its field (`nfs.exports[1].dir …`), and export specs given on the command
-//! line (`/NAME=DIR[:ro|:rw]`) go through the same checks as the YAML list.
+//! line (`/NAME=DIR[:ro|:rw][,no_root_squash]`) go through the same checks as the YAML list.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -80,30 +80,46 @@ pub struct ExportConfig {
     /// Client addresses or networks (`10.0.0.7`, `10.0.0.0/24`) allowed; everyone when empty.
     #[serde(default)]
     pub clients: Vec<String>,
+    /// Whether callers with uid 0 (and gid 0, and group 0) act as nobody (65534) on this
+    /// export. Unset: yes for an `rw` export open to every network (no `clients:`), no for an
+    /// export limited to its board networks and for `ro` exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_squash: Option<bool>,
 }
 
 impl ExportConfig {
-    /// Parses the command-line form `/NAME=DIR[:ro|:rw]` (read-only unless `:rw`).
+    /// Parses the command-line form `/NAME=DIR[:OPTIONS]`, OPTIONS a comma-separated list of
+    /// `ro` (the default), `rw`, `root_squash` and `no_root_squash` (e.g. `:rw,no_root_squash`).
+    /// A directory whose name itself ends in `:xyz` keeps it unless xyz is such a list.
     pub fn parse_spec(spec: &str) -> Result<ExportConfig, ConfigError> {
         let (name, rest) = spec.split_once('=').ok_or_else(|| {
             bad(
                 "exports".into(),
-                format!("{spec:?} is not /NAME=DIR[:ro|:rw]"),
+                format!("{spec:?} is not /NAME=DIR[:ro|:rw][,root_squash|,no_root_squash]"),
             )
         })?;
-        let (dir, access) = if let Some(d) = rest.strip_suffix(":rw") {
-            (d, Access::Rw)
-        } else if let Some(d) = rest.strip_suffix(":ro") {
-            (d, Access::Ro)
-        } else {
-            (rest, Access::Ro)
-        };
-        Ok(ExportConfig {
+        let mut config = ExportConfig {
             name: name.to_string(),
-            dir: PathBuf::from(dir),
-            access,
+            dir: PathBuf::from(rest),
+            access: Access::Ro,
             clients: Vec::new(),
-        })
+            root_squash: None,
+        };
+        if let Some((dir, options)) = rest.rsplit_once(':') {
+            const KNOWN: [&str; 4] = ["ro", "rw", "root_squash", "no_root_squash"];
+            if !dir.is_empty() && options.split(',').all(|o| KNOWN.contains(&o)) {
+                config.dir = PathBuf::from(dir);
+                for option in options.split(',') {
+                    match option {
+                        "rw" => config.access = Access::Rw,
+                        "ro" => config.access = Access::Ro,
+                        "root_squash" => config.root_squash = Some(true),
+                        _ => config.root_squash = Some(false),
+                    }
+                }
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -178,6 +194,7 @@ pub struct ExportSpec {
     dir: PathBuf,
     access: Access,
     clients: Vec<ClientNet>,
+    root_squash: bool,
 }
 
 impl ExportSpec {
@@ -207,6 +224,9 @@ impl ExportSpec {
             name: c.name.clone(),
             dir,
             access: c.access,
+            root_squash: c
+                .root_squash
+                .unwrap_or(c.access == Access::Rw && clients.is_empty()),
             clients,
         })
     }
@@ -222,6 +242,14 @@ impl ExportSpec {
     /// Read-only or read-write.
     pub fn access(&self) -> Access {
         self.access
+    }
+    /// Whether root callers act as nobody here (see [`ExportConfig::root_squash`]).
+    pub fn root_squash(&self) -> bool {
+        self.root_squash
+    }
+    /// Whether the export is open to every network (no `clients:`).
+    pub fn allows_everyone(&self) -> bool {
+        self.clients.is_empty()
     }
     /// Whether a client at `ip` may use this export.
     pub fn allows(&self, ip: IpAddr) -> bool {
@@ -380,6 +408,43 @@ mod tests {
         let e = ExportConfig::parse_spec("/a=/srv/x").unwrap();
         assert_eq!(e.access, Access::Ro);
         assert!(ExportConfig::parse_spec("/srv/x").is_err());
+        let e = ExportConfig::parse_spec("/a=/srv/x:rw,no_root_squash").unwrap();
+        assert_eq!(
+            (e.dir.as_path(), e.access, e.root_squash),
+            (Path::new("/srv/x"), Access::Rw, Some(false))
+        );
+        let e = ExportConfig::parse_spec("/a=/srv/x:root_squash").unwrap();
+        assert_eq!((e.access, e.root_squash), (Access::Ro, Some(true)));
+        // Not an option list: part of the directory's name.
+        let e = ExportConfig::parse_spec("/a=/srv/x:rw,fast").unwrap();
+        assert_eq!(
+            (e.dir.as_path(), e.access),
+            (Path::new("/srv/x:rw,fast"), Access::Ro)
+        );
+    }
+
+    #[test]
+    fn root_is_squashed_on_rw_exports_open_to_every_network() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().display();
+        let squash = |yaml: String| {
+            let c: ExportConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+            ExportSpec::check(&c, "exports[0]").unwrap().root_squash()
+        };
+        assert!(squash(format!("{{name: /a, dir: {dir}, access: rw}}")));
+        assert!(!squash(format!("{{name: /a, dir: {dir}}}")));
+        assert!(!squash(format!(
+            "{{name: /a, dir: {dir}, access: rw, clients: [10.0.0.0/24]}}"
+        )));
+        assert!(!squash(format!(
+            "{{name: /a, dir: {dir}, access: rw, root_squash: false}}"
+        )));
+        assert!(squash(format!(
+            "{{name: /a, dir: {dir}, access: rw, clients: [10.0.0.0/24], root_squash: true}}"
+        )));
+        assert!(squash(format!(
+            "{{name: /a, dir: {dir}, root_squash: true}}"
+        )));
     }
 
     #[test]
@@ -390,6 +455,7 @@ mod tests {
             dir: d.path().into(),
             access: Access::Ro,
             clients: vec![],
+            root_squash: None,
         };
         let cases = [
             (

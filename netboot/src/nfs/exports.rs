@@ -79,10 +79,21 @@ impl ExportTable {
                 users: Arc::default(),
             },
         );
+        let spec = export.spec();
         tracing::info!(
-            "nfs: exporting {name} = {} ({:?})",
-            export.spec().dir().display(),
-            export.spec().access()
+            "nfs: exporting {name} = {} ({:?}{}{})",
+            spec.dir().display(),
+            spec.access(),
+            if spec.root_squash() {
+                ", root squashed"
+            } else {
+                ""
+            },
+            if spec.allows_everyone() {
+                ", every network"
+            } else {
+                ""
+            },
         );
         Ok(export)
     }

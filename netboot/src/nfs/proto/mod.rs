@@ -27,6 +27,7 @@ mod portmap;
 mod tests;
 mod wire;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -86,6 +87,28 @@ pub struct Caller {
     pub cred: Option<Credential>,
     /// The TCP connection, recorded as a user of the exports the call resolves into.
     pub conn: Option<Arc<Connection>>,
+}
+
+/// The uid and gid a squashed root caller acts as (nobody and nogroup, as `AUTH_NONE` callers).
+pub const ANON_ID: u32 = 65534;
+
+impl Caller {
+    /// The credential `export`'s operations run with: the caller's own, or, where the export
+    /// squashes root, with uid 0, gid 0 and group 0 each replaced by [`ANON_ID`] (as knfsd's
+    /// `root_squash` does).
+    pub fn cred_for(&self, export: &Export) -> Option<Cow<'_, Credential>> {
+        let cred = self.cred.as_ref()?;
+        let rooted = cred.uid == 0 || cred.gid == 0 || cred.gids.contains(&0);
+        if !rooted || !export.spec().root_squash() {
+            return Some(Cow::Borrowed(cred));
+        }
+        let anon = |id: u32| if id == 0 { ANON_ID } else { id };
+        Some(Cow::Owned(Credential {
+            uid: anon(cred.uid),
+            gid: anon(cred.gid),
+            gids: cred.gids.iter().map(|&g| anon(g)).collect(),
+        }))
+    }
 }
 
 type Res = Result<(), XdrError>;

@@ -49,7 +49,7 @@ impl Service {
                 return Ok(());
             }
         }
-        let res = export.setattr(&obj, &set, c.cred.as_ref());
+        let res = export.setattr(&obj, &set, c.cred_for(&export).as_deref());
         match res {
             Ok(st) => {
                 w.u32(0);
@@ -69,7 +69,11 @@ impl Service {
         let want = r.u32("access")?;
         match self.open(fh, c) {
             Ok((export, obj)) => {
-                let allowed = allowed_access(&obj.stat, c.cred.as_ref(), export.read_only());
+                let allowed = allowed_access(
+                    &obj.stat,
+                    c.cred_for(&export).as_deref(),
+                    export.read_only(),
+                );
                 w.u32(0);
                 post_op_attr(w, &export, Some(&obj.stat));
                 w.u32(want & allowed);

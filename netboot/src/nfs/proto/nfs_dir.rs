@@ -18,7 +18,7 @@ impl Service {
                 return Ok(());
             }
         };
-        match export.lookup(&dir, name, c.cred.as_ref()) {
+        match export.lookup(&dir, name, c.cred_for(&export).as_deref()) {
             Ok((h, st)) => {
                 w.u32(0).opaque(&h.encode());
                 post_op_attr(w, &export, Some(&st));
@@ -69,7 +69,7 @@ impl Service {
         let res = export.readdir(
             &dir,
             cookie,
-            c.cred.as_ref(),
+            c.cred_for(&export).as_deref(),
             |e, info| {
                 let name_len = 4 + e.name.len() + xdr::pad(e.name.len());
                 let dir_part = 8 + name_len + 8;

@@ -48,7 +48,8 @@ impl Service {
             Ok(x) => x,
             Err(s) => return status_wcc(w, s, None),
         };
-        let cred = c.cred.as_ref();
+        let cred = c.cred_for(&export);
+        let cred = cred.as_deref();
         let res = match verf {
             None => export.create(&dir, &name, &set, how == 1, cred),
             Some(v) => {
@@ -81,7 +82,7 @@ impl Service {
             Ok(x) => x,
             Err(s) => return status_wcc(w, s, None),
         };
-        let res = export.mkdir(&dir, name, &set, c.cred.as_ref());
+        let res = export.mkdir(&dir, name, &set, c.cred_for(&export).as_deref());
         self.created(w, &export, &dir, res)
     }
 
@@ -94,7 +95,7 @@ impl Service {
             Ok(x) => x,
             Err(s) => return status_wcc(w, s, None),
         };
-        let res = export.symlink(&dir, name, target, c.cred.as_ref());
+        let res = export.symlink(&dir, name, target, c.cred_for(&export).as_deref());
         self.created(w, &export, &dir, res)
     }
 
@@ -122,7 +123,7 @@ impl Service {
             Err(s) => return status_wcc(w, s, None),
         };
         let res = match node {
-            Some(node) => export.mknod(&dir, name, node, &set, c.cred.as_ref()),
+            Some(node) => export.mknod(&dir, name, node, &set, c.cred_for(&export).as_deref()),
             None => Err(NfsStat::BADTYPE),
         };
         self.created(w, &export, &dir, res)
@@ -135,7 +136,7 @@ impl Service {
             Ok(x) => x,
             Err(s) => return status_wcc(w, s, None),
         };
-        let res = export.remove(&dir, name, rmdir, c.cred.as_ref());
+        let res = export.remove(&dir, name, rmdir, c.cred_for(&export).as_deref());
         let post = export.getattr(&dir).ok();
         w.u32(res.err().unwrap_or(NfsStat::OK).0);
         wcc(w, &export, Some(&dir.stat), post.as_ref());
@@ -162,7 +163,13 @@ impl Service {
         let res = if export.id() != to_export.id() {
             Err(NfsStat::XDEV)
         } else {
-            export.rename(&from, from_name, &to, to_name, c.cred.as_ref())
+            export.rename(
+                &from,
+                from_name,
+                &to,
+                to_name,
+                c.cred_for(&export).as_deref(),
+            )
         };
         w.u32(res.err().unwrap_or(NfsStat::OK).0);
         let post = export.getattr(&from).ok();
@@ -190,7 +197,7 @@ impl Service {
         let res = if export.id() != dir_export.id() {
             Err(NfsStat::XDEV)
         } else {
-            export.link(&obj, &dir, name, c.cred.as_ref())
+            export.link(&obj, &dir, name, c.cred_for(&export).as_deref())
         };
         let post_dir = export.getattr(&dir).ok();
         match res {

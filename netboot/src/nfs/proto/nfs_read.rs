@@ -48,7 +48,7 @@ impl Service {
         };
         if let Some(slot) = file {
             // The reply's head says how many bytes follow; they are sent from the file.
-            match export.read_file(&obj, offset, count as usize, c.cred.as_ref()) {
+            match export.read_file(&obj, offset, count as usize, c.cred_for(&export).as_deref()) {
                 Ok((fd, n, eof)) => {
                     METRICS.nfs.read(export.spec().name(), n as u64);
                     w.u32(0);
@@ -78,7 +78,7 @@ impl Service {
         w.u32(0).bool(false);
         let mut eof = false;
         let res = w.opaque_in_place(count as usize, |buf| {
-            let (n, e) = export.read(&obj, offset, buf, c.cred.as_ref())?;
+            let (n, e) = export.read(&obj, offset, buf, c.cred_for(&export).as_deref())?;
             eof = e;
             Ok::<_, NfsStat>(n)
         });

@@ -26,7 +26,13 @@ impl Service {
             Ok(x) => x,
             Err(s) => return status_wcc(w, s, None),
         };
-        match export.write(&obj, offset, data, stable != 0, c.cred.as_ref()) {
+        match export.write(
+            &obj,
+            offset,
+            data,
+            stable != 0,
+            c.cred_for(&export).as_deref(),
+        ) {
             Ok(st) => {
                 METRICS.nfs.written(export.spec().name(), data.len() as u64);
                 w.u32(0);

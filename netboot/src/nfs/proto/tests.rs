@@ -212,3 +212,67 @@ fn fuzz_tests() {
     assert_eq!(accept_stat(&null), 0);
     null.truncate(0);
 }
+
+/// CREATE `name` in the export's root as root (uid 0, gid 0): the status and the new file's
+/// owner, when there is one.
+fn create_as_root(s: &Service, name: &str) -> (u32, Option<(u32, u32)>) {
+    use std::os::unix::fs::MetadataExt;
+    let export = s.table().all()[0].clone();
+    let mut args = Writer::new();
+    args.opaque(&export.root_handle().encode())
+        .opaque(name.as_bytes())
+        .u32(0); // UNCHECKED
+    for _ in 0..6 {
+        args.u32(0); // sattr3: nothing set
+    }
+    let reply = s
+        .handle(
+            &call(NFS_PROGRAM, 3, 8, &args.into_bytes()),
+            [127, 0, 0, 1].into(),
+        )
+        .unwrap();
+    let b = reply.into_bytes();
+    let status = Reader::new(&b[4 + 24..]).u32("status").unwrap();
+    let owner = std::fs::metadata(export.spec().dir().join(name))
+        .ok()
+        .map(|m| (m.uid(), m.gid()));
+    (status, owner)
+}
+
+#[test]
+fn root_squash_makes_root_nobody_on_open_rw_exports() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid takes nothing, cannot fail and changes nothing.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the credential switch needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    // An rw export open to every network: root is squashed by default.
+    let s = service(d.path(), "/a");
+    assert_eq!(create_as_root(&s, "denied"), (NfsStat::ACCES.0, None));
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(
+        create_as_root(&s, "squashed"),
+        (0, Some((ANON_ID, ANON_ID)))
+    );
+
+    // Asked not to squash: root stays root.
+    let d = tempfile::tempdir().unwrap();
+    let table = ExportTable::new();
+    let spec = format!("/b={}:rw,no_root_squash", d.path().display());
+    table
+        .add(&ExportConfig::parse_spec(&spec).unwrap())
+        .unwrap();
+    let s = Service::new(table);
+    assert_eq!(create_as_root(&s, "root"), (0, Some((0, 0))));
+
+    // Limited to the boards' network: not squashed unless asked.
+    let d = tempfile::tempdir().unwrap();
+    let table = ExportTable::new();
+    let mut c = ExportConfig::parse_spec(&format!("/c={}:rw", d.path().display())).unwrap();
+    c.clients = vec!["127.0.0.0/8".into()];
+    table.add(&c).unwrap();
+    let s = Service::new(table);
+    assert_eq!(create_as_root(&s, "board"), (0, Some((0, 0))));
+}
