@@ -23,6 +23,10 @@ pub struct NbdArgs {
     /// Connections served at once [default: 1024].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Payload bytes all connections together may hold (reads being sent, writes being
+    /// applied); a request over it waits [default: 256M].
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes_in_flight: Option<String>,
     /// Memory of one `cow` connection's overlay before it spills to a temp file, e.g. 64M.
     #[arg(long, value_name = "SIZE")]
     pub cow_memory: Option<String>,
@@ -49,6 +53,9 @@ impl NbdArgs {
         }
         if let Some(v) = self.max_connections {
             config.max_connections = v;
+        }
+        if let Some(v) = &self.max_bytes_in_flight {
+            config.max_bytes_in_flight = parse_size("--max-bytes-in-flight", v)?;
         }
         if let Some(v) = &self.cow_memory {
             config.cow_memory_bytes = parse_size("--cow-memory", v)?;

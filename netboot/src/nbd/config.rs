@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::export::{ClientNet, ExportMode};
 use super::overlay::{OverlayLimits, BLOCK, ENTRY_COST};
 
+/// The smallest `max_bytes_in_flight` accepted.
+pub const MIN_BYTES_IN_FLIGHT: u64 = 1 << 20;
+
 /// The `nbd:` section of the configuration, as written by people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +35,10 @@ pub struct NbdConfig {
     /// a client that never finishes handshakes cannot hold every connection slot.
     #[serde(default = "default_max_handshakes_per_client")]
     pub max_handshakes_per_client: usize,
+    /// Payload bytes (read replies being built or sent, writes being applied) all connections
+    /// together may hold; a request over it waits, and its connection reads no more meanwhile.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: u64,
     /// Bytes of one `cow` connection's overlay kept in memory before spilling to a temp file.
     #[serde(default = "default_cow_memory_bytes")]
     pub cow_memory_bytes: u64,
@@ -71,6 +78,9 @@ fn default_max_connections() -> usize {
 fn default_max_handshakes_per_client() -> usize {
     16
 }
+fn default_max_bytes_in_flight() -> u64 {
+    256 << 20
+}
 fn default_cow_memory_bytes() -> u64 {
     64 << 20
 }
@@ -88,6 +98,7 @@ impl Default for NbdConfig {
             exports: Vec::new(),
             max_connections: default_max_connections(),
             max_handshakes_per_client: default_max_handshakes_per_client(),
+            max_bytes_in_flight: default_max_bytes_in_flight(),
             cow_memory_bytes: default_cow_memory_bytes(),
             cow_limit_bytes: default_cow_limit_bytes(),
             cow_spill_dir: None,
@@ -147,6 +158,7 @@ pub struct NbdSettings {
     exports: Vec<ExportSpec>,
     max_connections: usize,
     max_handshakes_per_client: usize,
+    max_bytes_in_flight: usize,
     overlay: OverlayLimits,
 }
 
@@ -161,6 +173,15 @@ impl TryFrom<NbdConfig> for NbdSettings {
             return Err(bad(
                 "max_handshakes_per_client",
                 "must be at least 1, got 0",
+            ));
+        }
+        if c.max_bytes_in_flight < MIN_BYTES_IN_FLIGHT {
+            return Err(bad(
+                "max_bytes_in_flight",
+                format!(
+                    "must be at least {MIN_BYTES_IN_FLIGHT} (1 MiB), got {}",
+                    c.max_bytes_in_flight
+                ),
             ));
         }
         let min = BLOCK + ENTRY_COST;
@@ -226,6 +247,7 @@ impl TryFrom<NbdConfig> for NbdSettings {
             exports,
             max_connections: c.max_connections,
             max_handshakes_per_client: c.max_handshakes_per_client,
+            max_bytes_in_flight: usize::try_from(c.max_bytes_in_flight).unwrap_or(usize::MAX),
             overlay: OverlayLimits {
                 memory: c.cow_memory_bytes,
                 total: c.cow_limit_bytes,
@@ -251,6 +273,10 @@ impl NbdSettings {
     /// Connections from one client address in the handshake at once.
     pub fn max_handshakes_per_client(&self) -> usize {
         self.max_handshakes_per_client
+    }
+    /// Payload bytes all connections together may hold.
+    pub fn max_bytes_in_flight(&self) -> usize {
+        self.max_bytes_in_flight
     }
     /// Limits of each `cow` connection's overlay.
     pub fn overlay(&self) -> &OverlayLimits {

@@ -55,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod dispatch;

@@ -8,7 +8,9 @@
 //! reply when it is finished (the protocol matches them by handle), and waits for them to end or
 //! for the export's removal or the server's shutdown, which shut the socket down. Payload bytes
 //! in flight per connection are bounded by [`IN_FLIGHT_BYTES`], so a client that pipelines
-//! without reading replies stalls itself, not the server. Sockets get `TCP_NODELAY`: replies are
+//! without reading replies stalls itself, not the server, and across all connections by
+//! [`NbdSettings::max_bytes_in_flight`] ([`SharedBudget`]), so many such clients together
+//! cannot pin the server's memory either. Sockets get `TCP_NODELAY`: replies are
 //! whole messages and a client waits for each one.
 //!
 //! Limits at accept: at most [`NbdSettings::max_connections`] connections at once, and at most
@@ -37,6 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::SharedBudget;
 use super::codec::{CodecError, ReplyEncoder};
 use super::config::NbdSettings;
 use super::export::{Backend, Export};
@@ -64,6 +67,8 @@ pub struct NbdServer {
 struct Shared {
     settings: NbdSettings,
     table: ExportTable,
+    /// Payload bytes in flight across every connection.
+    budget: Arc<SharedBudget>,
 }
 
 /// Why a connection ended badly.
@@ -112,14 +117,25 @@ impl NbdServer {
 
     /// A server for an existing table (the settings' own export list is not opened).
     pub fn with_table(settings: NbdSettings, table: ExportTable) -> NbdServer {
+        let budget = Arc::new(SharedBudget::new(settings.max_bytes_in_flight()));
         NbdServer {
-            shared: Arc::new(Shared { settings, table }),
+            shared: Arc::new(Shared {
+                settings,
+                table,
+                budget,
+            }),
         }
     }
 
     /// A handle on the export table: add or remove exports through it while the server runs.
     pub fn table(&self) -> ExportTable {
         self.shared.table.clone()
+    }
+
+    /// The server-wide budget of payload bytes in flight (its peak and waits, for tests and
+    /// metrics).
+    pub fn budget(&self) -> Arc<SharedBudget> {
+        Arc::clone(&self.shared.budget)
     }
 
     /// The settings this server runs with.
@@ -329,6 +345,7 @@ async fn serve(
         ReplyEncoder::new(selected.structured),
         peer,
         name.clone(),
+        Arc::clone(&shared.budget),
         attachment.removed(),
         &stop,
     )
@@ -396,6 +413,7 @@ async fn transmit(
     encoder: ReplyEncoder,
     peer: SocketAddr,
     export: String,
+    budget: Arc<SharedBudget>,
     removed: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<Ending, ConnError> {
@@ -403,7 +421,8 @@ async fn transmit(
         .reunite(wr)
         .map_err(|_| io::Error::other("socket halves do not match"))?
         .into_std()?;
-    let mut running = super::transmit::start(stream, leftover, backend, encoder, peer, export)?;
+    let mut running =
+        super::transmit::start(stream, leftover, backend, encoder, peer, export, budget)?;
     let ending = tokio::select! {
         r = &mut running.done => return r.unwrap_or(Ok(Ending::Closed)),
         _ = removed.cancelled() => Ending::Removed,

@@ -2,6 +2,7 @@
 //! of exports, malformed and out-of-range requests, pipelining, shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +29,7 @@ struct Running {
     table: ExportTable,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), crate::ServerError>>,
+    budget: Arc<crate::nbd::budget::SharedBudget>,
 }
 
 async fn start(exports: Vec<Export>, cow_limit: u64) -> Running {
@@ -43,6 +45,7 @@ async fn start(exports: Vec<Export>, cow_limit: u64) -> Running {
 async fn start_with(exports: Vec<Export>, config: NbdConfig) -> Running {
     let server = NbdServer::new(NbdSettings::try_from(config).unwrap()).unwrap();
     let table = server.table();
+    let budget = server.budget();
     for e in exports {
         table.add(e).unwrap();
     }
@@ -57,6 +60,7 @@ async fn start_with(exports: Vec<Export>, config: NbdConfig) -> Running {
         table,
         stop: Some(tx),
         task,
+        budget,
     }
 }
 
@@ -513,5 +517,56 @@ async fn idle_handshakes_of_one_address_cannot_take_every_slot() {
         greeted.is_some(),
         "127.0.0.1 is served again once its idle connections left"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_in_flight_are_capped_across_connections() {
+    let f = image(16 << 20);
+    let config = NbdConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_bytes_in_flight: 1 << 20,
+        ..NbdConfig::default()
+    };
+    let server = start_with(
+        vec![Export::open("ro", f.path(), ExportMode::ReadOnly).unwrap()],
+        config,
+    )
+    .await;
+    // Four clients, each 16 reads of 512 KiB sent back to back before reading a reply: 32 MiB
+    // asked for at once, through a 1 MiB budget.
+    const READ: u32 = 512 << 10;
+    let mut clients = Vec::new();
+    for c in 0..4u64 {
+        let addr = server.addr;
+        clients.push(tokio::spawn(async move {
+            let mut client = Client::go(addr, "ro", false).await.unwrap();
+            for i in 0..16u64 {
+                let offset = (c * 16 + i) * u64::from(READ) % (16 << 20);
+                client.send(CMD_READ, 0, offset, offset, READ, &[]).await;
+            }
+            for _ in 0..16 {
+                let (offset, errno, data) = client.reply(READ as usize).await;
+                assert_eq!(errno, 0);
+                assert!(
+                    data == expected(offset, u64::from(READ)),
+                    "bytes at {offset}"
+                );
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let budget = Arc::clone(&server.budget);
+    eprintln!(
+        "bytes in flight: peak {} of {}, {} waits",
+        budget.peak(),
+        budget.total(),
+        budget.waits()
+    );
+    assert!(budget.peak() <= 1 << 20, "peak {}", budget.peak());
+    assert!(budget.waits() > 0, "64 reads of 512 KiB never waited");
+    assert_eq!(budget.in_use(), 0, "every request gave its bytes back");
     server.stop().await;
 }

@@ -23,7 +23,8 @@
 //! send) records why; anything but a disconnect also shuts the socket down, which wakes the
 //! others. After NBD_CMD_DISC the threads finish the requests they hold and the last one out
 //! closes the write side. [`Running::close`] (export removed, server stopping) shuts the socket
-//! down from outside. Payload bytes held per connection are bounded by [`IN_FLIGHT_BYTES`].
+//! down from outside. Payload bytes held per connection are bounded by [`IN_FLIGHT_BYTES`], and
+//! across all connections by the server's [`SharedBudget`].
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -35,6 +36,7 @@ use bytes::BytesMut;
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 
+use super::budget::SharedBudget;
 use super::codec::{Command, ReplyEncoder, Request, RequestDecoder};
 use super::dispatch;
 use super::export::{Backend, OpError};
@@ -86,6 +88,7 @@ pub(super) fn start(
     encoder: ReplyEncoder,
     peer: SocketAddr,
     export: String,
+    server_budget: Arc<SharedBudget>,
 ) -> io::Result<Running> {
     sock.set_nonblocking(false)?;
     if let Err(e) = set_notsent_lowat(&sock, NOTSENT_LOWAT) {
@@ -101,6 +104,7 @@ pub(super) fn start(
         output: Mutex::new(()),
         budget: Mutex::new(IN_FLIGHT_BYTES),
         budget_freed: Condvar::new(),
+        server_budget,
         stopping: AtomicBool::new(false),
         outcome: Mutex::new(None),
         live: AtomicUsize::new(WORKERS),
@@ -148,6 +152,8 @@ struct Shared {
     /// Payload bytes that may still be taken in (requests decoded but not yet answered).
     budget: Mutex<usize>,
     budget_freed: Condvar,
+    /// The same bytes counted across every connection of the server.
+    server_budget: Arc<SharedBudget>,
     stopping: AtomicBool,
     outcome: Mutex<Option<Outcome>>,
     live: AtomicUsize,
@@ -253,7 +259,16 @@ impl Shared {
                         Command::Write(data) => data.len().max(1),
                         _ => 1,
                     };
-                    return self.acquire(cost).then_some((req, cost));
+                    if !self.acquire(cost) {
+                        return None;
+                    }
+                    // The connection's own bytes first, then the server's: while the server is
+                    // at its cap this connection holds the input and reads no more requests.
+                    if !self.server_budget.take(cost, &self.stopping) {
+                        self.release_own(cost);
+                        return None;
+                    }
+                    return Some((req, cost));
                 }
                 Ok(None) => {}
             }
@@ -296,7 +311,13 @@ impl Shared {
         true
     }
 
+    /// Gives back a finished request's bytes, to the connection and to the server.
     fn release(&self, cost: usize) {
+        self.server_budget.give(cost);
+        self.release_own(cost);
+    }
+
+    fn release_own(&self, cost: usize) {
         let mut free = lock(&self.budget);
         *free += cost.min(IN_FLIGHT_BYTES);
         self.budget_freed.notify_one();
