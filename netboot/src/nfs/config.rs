@@ -31,6 +31,10 @@ pub struct NfsConfig {
     /// server closes it; clients reconnect when they next need the server.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Threads of the server's own that run the calls which may block on the disk (READ,
+    /// WRITE, COMMIT, CREATE, …); the other servers of the process never wait for them.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 fn default_listen() -> SocketAddr {
@@ -42,6 +46,9 @@ fn default_max_connections() -> usize {
 fn default_idle_timeout_secs() -> u64 {
     300
 }
+fn default_workers() -> usize {
+    32
+}
 
 impl Default for NfsConfig {
     fn default() -> NfsConfig {
@@ -51,6 +58,7 @@ impl Default for NfsConfig {
             exports: Vec::new(),
             max_connections: default_max_connections(),
             idle_timeout_secs: default_idle_timeout_secs(),
+            workers: default_workers(),
         }
     }
 }
@@ -290,6 +298,7 @@ pub struct NfsSettings {
     exports: Vec<ExportSpec>,
     max_connections: usize,
     idle_timeout: Duration,
+    workers: usize,
 }
 
 impl TryFrom<NfsConfig> for NfsSettings {
@@ -298,6 +307,12 @@ impl TryFrom<NfsConfig> for NfsSettings {
     fn try_from(c: NfsConfig) -> Result<NfsSettings, ConfigError> {
         if c.max_connections == 0 {
             return Err(bad("max_connections".into(), "must be at least 1, got 0"));
+        }
+        if c.workers == 0 || c.workers > 4096 {
+            return Err(bad(
+                "workers".into(),
+                format!("must be 1 to 4096, got {}", c.workers),
+            ));
         }
         if c.idle_timeout_secs == 0 {
             return Err(bad("idle_timeout_secs".into(), "must be at least 1, got 0"));
@@ -320,6 +335,7 @@ impl TryFrom<NfsConfig> for NfsSettings {
             exports,
             max_connections: c.max_connections,
             idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+            workers: c.workers,
         })
     }
 }
@@ -340,6 +356,10 @@ impl NfsSettings {
     /// TCP connections served at once, per listener.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+    /// Threads that run the calls which may block on the disk.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
     /// How long a connection may stay without a call before it is closed.
     pub fn idle_timeout(&self) -> Duration {

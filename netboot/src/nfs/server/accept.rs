@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::serve_connection;
+use super::pool::WorkPool;
 use super::{CALL_BUDGET_KIB, SHUTDOWN_GRACE};
 use crate::nfs::config::NfsSettings;
 use crate::nfs::conns::Connection;
@@ -131,6 +132,8 @@ impl Drop for Registered {
 /// A connection as its limits see it: its activity, and when it counts as idle.
 pub(super) struct Tracked {
     pub(super) live: Arc<Live>,
+    /// The server's call threads.
+    pub(super) pool: Arc<WorkPool>,
     pub(super) idle: Duration,
     pub(super) idle_warnings: Arc<SharedThrottle>,
 }
@@ -148,6 +151,7 @@ pub(super) async fn accept_loop(
     listener: TcpListener,
     service: Arc<Service>,
     limits: Limits,
+    pool: Arc<WorkPool>,
     cancel: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max));
@@ -186,6 +190,7 @@ pub(super) async fn accept_loop(
         let budget = Arc::clone(&budget);
         let tracked = Tracked {
             live,
+            pool: Arc::clone(&pool),
             idle: limits.idle,
             idle_warnings: Arc::clone(&warnings.idle),
         };

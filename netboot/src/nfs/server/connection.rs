@@ -156,6 +156,7 @@ fn connection_thread(
     let mut rd = stream;
     let Tracked {
         live,
+        pool,
         idle,
         idle_warnings,
     } = tracked;
@@ -263,8 +264,8 @@ fn connection_thread(
             let service = Arc::clone(&service);
             let sink = Arc::clone(&sink);
             let conn = Arc::clone(&conn);
-            let live = Arc::clone(&live);
-            runtime.spawn_blocking(move || {
+            let call_live = Arc::clone(&live);
+            let queued = pool.run(move || {
                 let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     service.handle_with_file_on(&record, &conn)
                 }));
@@ -279,9 +280,15 @@ fn connection_thread(
                     Ok(None) => {}
                     Err(_) => tracing::error!(client = %peer, "nfs: a call panicked"),
                 }
-                live.call_ended();
+                call_live.call_ended();
                 drop(permits);
             });
+            if !queued {
+                // The server is stopping: the call is dropped unanswered, as at a disconnect.
+                live.call_ended();
+                failed = Some(io::Error::other("nfs: the call threads have stopped"));
+                break;
+            }
         }
         if let Some(e) = failed {
             break Err(e);

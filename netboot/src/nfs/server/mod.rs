@@ -2,7 +2,8 @@
 //!
 //! Each TCP connection has a thread of its own with a blocking socket: it cuts records
 //! ([`super::rpc::RecordBuffer`]), answers quick calls (lookups, attributes, listings) itself
-//! and hands every other call to tokio's blocking pool, at most [`MAX_IN_FLIGHT`] per
+//! and hands every other call to the server's own call threads (`pool`,
+//! [`NfsSettings::workers`]), at most [`MAX_IN_FLIGHT`] per
 //! connection, so one client's slow READ does not hold up its other calls (Linux clients
 //! pipeline many calls on one connection); a call on the pool writes its own reply, under the
 //! connection's write lock, waiting at most [`SEND_TIMEOUT`] for a client that does not read
@@ -41,6 +42,7 @@
 
 mod accept;
 mod connection;
+mod pool;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +60,7 @@ use super::proto::Service;
 use super::rpc;
 use crate::error::ServerError;
 use accept::{accept_loop, Limits};
+use pool::WorkPool;
 
 /// Calls of one connection executing at once.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -133,6 +136,10 @@ impl NfsServer {
         self.service.set_nfs_port(local.port());
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let pool = Arc::new(
+            WorkPool::start(self.settings.workers())
+                .map_err(ServerError::io("nfs: cannot start the call threads"))?,
+        );
         if let Some(addr) = self.settings.portmap() {
             let portmap = |addr| {
                 move |error| ServerError::Bind {
@@ -152,6 +159,7 @@ impl NfsServer {
                 tcp,
                 Arc::clone(&self.service),
                 Limits::of(&self.settings),
+                Arc::clone(&pool),
                 cancel.clone(),
             ));
         }
@@ -163,6 +171,7 @@ impl NfsServer {
             listener,
             Arc::clone(&self.service),
             Limits::of(&self.settings),
+            Arc::clone(&pool),
             cancel.clone(),
         ));
         shutdown.await;
@@ -176,6 +185,8 @@ impl NfsServer {
             tracing::warn!("nfs: connections did not stop in time; aborted");
             tasks.abort_all();
         }
+        // The connections are gone; their last calls end, then the threads are joined.
+        pool.stop(SHUTDOWN_GRACE).await;
         Ok(())
     }
 }
