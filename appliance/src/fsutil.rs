@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 /// An output file written under a temporary name and renamed into place on [`commit`], so a
 /// failed or interrupted command never leaves a half-written file behind.
@@ -83,24 +83,10 @@ pub fn write_atomically(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
     out.commit()
 }
 
-/// Parses `16M`, `512K`, `1G`, `1MiB` or a plain byte count (K/M/G are powers of 1024).
+/// Parses `16M`, `512K`, `1G`, `1MiB` or a plain byte count (K/M/G/T are powers of 1024):
+/// [`netboot::common::parse_size`], as an `anyhow` error.
 pub fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let t = text.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        _ => (t, 0),
-    };
-    let Ok(n) = digits.parse::<u64>() else {
-        bail!("{text:?} is not a size like 16M, 512K, 1G or a byte count");
-    };
-    n.checked_mul(1 << shift)
-        .with_context(|| format!("size {text:?} is too large"))
+    netboot::common::parse_size(text).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod common;
 pub mod dhcp;
 pub mod error;
 pub mod metrics;

@@ -196,7 +196,7 @@ fn bad_exports_and_configs_fail_with_one_line() {
     .unwrap();
     let err = fail(&["--config", config.to_str().unwrap()]);
     assert!(
-        err.contains("nbd.exports[0].mode unknown export mode \"rx\""),
+        err.contains("nbd.exports[0].mode: unknown export mode \"rx\""),
         "{err}"
     );
     std::fs::write(&config, "nbd:\n  listen: 127.0.0.1:0\n  exprts: []\n").unwrap();

@@ -93,27 +93,9 @@ fn parse_export(spec: &str) -> anyhow::Result<ExportConfig> {
     Ok(ExportConfig::new(name, path, mode))
 }
 
-/// Parses a byte count with an optional K, M, G or T suffix (powers of 1024).
+/// Parses a size flag (`512K`, `64M`, `4G`), naming the flag when it is wrong.
 fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
-    let v = value.trim();
-    let (digits, shift) = match v.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(anyhow!("{flag}: `{value}`: unknown suffix (K, M, G or T)")),
-            };
-            (&v[..i], shift)
-        }
-        _ => (v, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| anyhow!("{flag}: `{value}` is not a size like 512K, 64M or 4G"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| anyhow!("{flag}: `{value}` is too large"))
+    netboot::common::parse_size(value).map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 /// Runs `labboot nbd`.

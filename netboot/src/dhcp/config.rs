@@ -88,21 +88,10 @@ pub struct BindingConfig {
     pub boot_file: Option<String>,
 }
 
-/// A configuration error naming the field, e.g. `dhcp.pool: start 10.0.0.9 is after end 10.0.0.1`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("dhcp.{field}: {message}")]
-pub struct ConfigError {
-    /// The field, e.g. `pool` or `bindings[2].ip`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+pub use crate::common::ConfigError;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
-    }
+    ConfigError::new("dhcp", field, message)
 }
 
 /// Checked DHCP settings; build with `DhcpSettings::try_from(config)`.

@@ -119,21 +119,10 @@ impl ExportConfig {
     }
 }
 
-/// A configuration value that is out of range; the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("nbd.{field} {problem}")]
-pub struct ConfigError {
-    /// The field, as spelled in YAML (`exports[2].path`).
-    pub field: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use crate::common::ConfigError;
 
 fn bad(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    ConfigError::new("nbd", field, problem)
 }
 
 /// A checked export: name, file, mode, allowed clients.
@@ -342,49 +331,49 @@ mod tests {
                     max_connections: 0,
                     ..NbdConfig::default()
                 },
-                "nbd.max_connections must be at least 1, got 0",
+                "nbd.max_connections: must be at least 1, got 0",
             ),
             (
                 NbdConfig {
                     max_handshakes_per_client: 0,
                     ..NbdConfig::default()
                 },
-                "nbd.max_handshakes_per_client must be at least 1, got 0",
+                "nbd.max_handshakes_per_client: must be at least 1, got 0",
             ),
             (
                 NbdConfig {
                     cow_limit_bytes: 10,
                     ..NbdConfig::default()
                 },
-                "nbd.cow_limit_bytes must be at least 4160 (one block), got 10",
+                "nbd.cow_limit_bytes: must be at least 4160 (one block), got 10",
             ),
             (
                 NbdConfig {
                     cow_memory_bytes: 5 << 30,
                     ..NbdConfig::default()
                 },
-                "nbd.cow_memory_bytes must be at most cow_limit_bytes (4294967296), got 5368709120",
+                "nbd.cow_memory_bytes: must be at most cow_limit_bytes (4294967296), got 5368709120",
             ),
             (
                 NbdConfig {
                     exports: vec![export("ro", &[]), export("ro", &[])],
                     ..NbdConfig::default()
                 },
-                "nbd.exports[1].name \"a\" is used twice",
+                "nbd.exports[1].name: \"a\" is used twice",
             ),
             (
                 NbdConfig {
                     exports: vec![export("rx", &[])],
                     ..NbdConfig::default()
                 },
-                "nbd.exports[0].mode unknown export mode \"rx\" (ro, cow or rw)",
+                "nbd.exports[0].mode: unknown export mode \"rx\" (ro, cow or rw)",
             ),
             (
                 NbdConfig {
                     exports: vec![export("ro", &["10.0.0.0/8", "10.0.0.0/40"])],
                     ..NbdConfig::default()
                 },
-                "nbd.exports[0].allow[1] \"10.0.0.0/40\": prefix must be 0–32",
+                "nbd.exports[0].allow[1]: \"10.0.0.0/40\": prefix must be 0–32",
             ),
         ];
         for (c, want) in cases {

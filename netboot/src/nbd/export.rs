@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 
+pub use crate::common::ClientNet;
+
 use super::handshake::ExportInfo;
 use super::overlay::{Overlay, OverlayError, OverlayLimits, Piece};
 use super::proto::{errno, *};
@@ -62,64 +64,6 @@ impl FromStr for ExportMode {
             "rw" => Ok(ExportMode::ReadWrite),
             other => Err(format!("unknown export mode {other:?} (ro, cow or rw)")),
         }
-    }
-}
-
-/// An address range allowed to use an export: one address or a CIDR prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl ClientNet {
-    /// Whether `ip` lies in this range (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for ClientNet {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an address or ADDR/PREFIX"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: prefix must be 0–{max}"))?,
-        };
-        Ok(ClientNet { addr, prefix })
-    }
-}
-
-impl fmt::Display for ClientNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -567,23 +511,6 @@ mod tests {
         assert_eq!(cow.flags() & TF_READ_ONLY, 0);
         let rw = Export::open("m", f.path(), ExportMode::ReadWrite).unwrap();
         assert_ne!(rw.flags() & TF_CAN_MULTI_CONN, 0);
-    }
-
-    #[test]
-    fn client_nets_match_addresses_and_prefixes() {
-        let net: ClientNet = "10.1.0.0/16".parse().unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(net.contains("::ffff:10.1.0.1".parse().unwrap()));
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(!net.contains("::1".parse().unwrap()));
-        let one: ClientNet = "127.0.0.1".parse().unwrap();
-        assert_eq!(one.to_string(), "127.0.0.1/32");
-        assert!("0.0.0.0/0"
-            .parse::<ClientNet>()
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<ClientNet>().is_err());
-        assert!("host".parse::<ClientNet>().is_err());
     }
 
     #[test]

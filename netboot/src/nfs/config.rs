@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::common::ClientNet;
+
 /// The `nfs:` section of the configuration, as written by people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,68 +133,10 @@ impl ExportConfig {
     }
 }
 
-/// A configuration value that is wrong; the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("nfs.{field} {problem}")]
-pub struct ConfigError {
-    /// The field, as spelled in YAML (with its list index).
-    pub field: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use crate::common::ConfigError;
 
 fn bad(field: String, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field,
-        problem: problem.into(),
-    }
-}
-
-/// A client address or network an export is limited to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl ClientNet {
-    /// Parses `ADDR` or `ADDR/PREFIX`.
-    pub fn parse(s: &str) -> Option<ClientNet> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = a.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
-            None => max,
-        };
-        Some(ClientNet { addr, prefix })
-    }
-
-    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
+    ConfigError::new("nfs", field, problem)
 }
 
 /// A checked export: canonical directory, valid name, parsed client networks.
@@ -221,12 +165,10 @@ impl ExportSpec {
         }
         let mut clients = Vec::new();
         for (i, s) in c.clients.iter().enumerate() {
-            clients.push(ClientNet::parse(s).ok_or_else(|| {
-                bad(
-                    format!("{field}.clients[{i}]"),
-                    format!("{s:?} is not an address or ADDR/PREFIX"),
-                )
-            })?);
+            clients.push(
+                s.parse::<ClientNet>()
+                    .map_err(|p| bad(format!("{field}.clients[{i}]"), p))?,
+            );
         }
         Ok(ExportSpec {
             name: c.name.clone(),
@@ -400,11 +342,11 @@ mod tests {
         for (yaml, want) in [
             (
                 "max_connections: 0\n",
-                "nfs.max_connections must be at least 1, got 0",
+                "nfs.max_connections: must be at least 1, got 0",
             ),
             (
                 "idle_timeout_secs: 0\n",
-                "nfs.idle_timeout_secs must be at least 1, got 0",
+                "nfs.idle_timeout_secs: must be at least 1, got 0",
             ),
         ] {
             let c: NfsConfig = serde_yaml_ng::from_str(yaml).unwrap();
@@ -483,23 +425,23 @@ mod tests {
                     name: "a".into(),
                     ..ok.clone()
                 },
-                "nfs.exports[1].name \"a\" must start with /",
+                "nfs.exports[1].name: \"a\" must start with /",
             ),
             (
                 ExportConfig {
                     name: "/a/../b".into(),
                     ..ok.clone()
                 },
-                "nfs.exports[1].name \"/a/../b\": each component must be letters, digits or ._-+@ (no empty, . or ..)",
+                "nfs.exports[1].name: \"/a/../b\": each component must be letters, digits or ._-+@ (no empty, . or ..)",
             ),
             (
                 ExportConfig {
                     clients: vec!["10.0.0.0/33".into()],
                     ..ok.clone()
                 },
-                "nfs.exports[1].clients[0] \"10.0.0.0/33\" is not an address or ADDR/PREFIX",
+                "nfs.exports[1].clients[0]: \"10.0.0.0/33\": prefix must be 0–32",
             ),
-            (ok.clone(), "nfs.exports[1].name \"/a\" is exported twice"),
+            (ok.clone(), "nfs.exports[1].name: \"/a\" is exported twice"),
         ];
         for (e, want) in cases {
             let c = NfsConfig {

@@ -125,21 +125,10 @@ impl TftpConfig {
     }
 }
 
-/// A configuration value that is out of range; the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tftp.{field} {problem}")]
-pub struct ConfigError {
-    /// The field, as spelled in YAML.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub use crate::common::ConfigError;
 
 fn bad(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field,
-        problem: problem.into(),
-    }
+    ConfigError::new("tftp", field, problem)
 }
 
 /// Checked TFTP settings; build them with `TftpSettings::try_from(config)`.
@@ -316,42 +305,42 @@ mod tests {
                     max_blksize: 7,
                     ..base.clone()
                 },
-                "tftp.max_blksize must be between 8 and 65464, got 7",
+                "tftp.max_blksize: must be between 8 and 65464, got 7",
             ),
             (
                 TftpConfig {
                     max_window: 0,
                     ..base.clone()
                 },
-                "tftp.max_window must be between 1 and 32768, got 0",
+                "tftp.max_window: must be between 1 and 32768, got 0",
             ),
             (
                 TftpConfig {
                     max_transfers: 0,
                     ..base.clone()
                 },
-                "tftp.max_transfers must be at least 1, got 0",
+                "tftp.max_transfers: must be at least 1, got 0",
             ),
             (
                 TftpConfig {
                     max_transfers_per_client: 0,
                     ..base.clone()
                 },
-                "tftp.max_transfers_per_client must be at least 1, got 0",
+                "tftp.max_transfers_per_client: must be at least 1, got 0",
             ),
             (
                 TftpConfig {
                     timeout_ms: 0,
                     ..base.clone()
                 },
-                "tftp.timeout_ms must be between 1 and 255000, got 0",
+                "tftp.timeout_ms: must be between 1 and 255000, got 0",
             ),
             (
                 TftpConfig {
                     max_timeout_ms: 10,
                     ..base.clone()
                 },
-                "tftp.max_timeout_ms must be at least timeout_ms (1000), got 10",
+                "tftp.max_timeout_ms: must be at least timeout_ms (1000), got 10",
             ),
         ];
         for (c, want) in cases {
@@ -360,7 +349,7 @@ mod tests {
         let e = TftpSettings::try_from(TftpConfig::new("/nonexistent/x")).unwrap_err();
         assert_eq!(e.field, "root");
         assert!(
-            e.to_string().starts_with("tftp.root /nonexistent/x: "),
+            e.to_string().starts_with("tftp.root: /nonexistent/x: "),
             "{e}"
         );
         let e = TftpSettings::try_from(TftpConfig {
