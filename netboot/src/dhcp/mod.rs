@@ -69,6 +69,8 @@ pub mod store;
 pub mod wire;
 
 #[cfg(test)]
+mod bad_input_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod event_tests;

@@ -8,6 +8,12 @@
 //! those lengths, so dhcproto only ever sees packets it handles without asserting. As a second
 //! line, [`decode`] runs the parser under `catch_unwind` (it is a pure function of the bytes),
 //! so an unknown parser bug costs one dropped packet, not the server.
+//!
+//! dhcproto does not read option overload (option 52, RFC 2132 §9.3): [`decode`] does. When a
+//! request says its `file` and/or `sname` fields carry options, they are appended to the options
+//! field in the order RFC 3396 gives (options, `file`, `sname`) before dhcproto parses, so a
+//! client that moved its message type there is still understood; a field whose options run past
+//! its end, or an overload value other than 1, 2 or 3, makes the packet malformed.
 
 use dhcproto::v4::Message;
 use dhcproto::{Decodable, Decoder};
@@ -47,6 +53,9 @@ pub enum WireError {
         /// What its type requires.
         expected: &'static str,
     },
+    /// Option overload (52) with a value other than 1 (`file`), 2 (`sname`) or 3 (both).
+    #[error("option overload {0} is not 1, 2 or 3")]
+    Overload(u8),
     /// dhcproto refused it.
     #[error("undecodable: {0}")]
     Decode(String),
@@ -135,9 +144,80 @@ pub fn check(bytes: &[u8]) -> Result<(), WireError> {
     finish(run)
 }
 
-/// Checks and decodes one datagram.
+/// The `sname` field of the BOOTP header.
+const SNAME: std::ops::Range<usize> = 44..108;
+/// The `file` field of the BOOTP header.
+const FILE: std::ops::Range<usize> = 108..236;
+/// Option overload (RFC 2132 §9.3).
+const OVERLOAD: u8 = 52;
+
+/// The options of one area up to its END (or its end), pads kept; `offset` is where the area
+/// starts in the datagram (for the error).
+fn area_options(area: &[u8], offset: usize) -> Result<&[u8], WireError> {
+    let mut i = 0;
+    while i < area.len() {
+        let code = area[i];
+        match code {
+            0 => i += 1,
+            255 => return Ok(&area[..i]),
+            _ => {
+                let len = area.get(i + 1).map_or(usize::MAX, |&l| usize::from(l));
+                if len == usize::MAX || i + 2 + len > area.len() {
+                    return Err(WireError::OptionOverrun {
+                        code,
+                        offset: offset + i,
+                        len: if len == usize::MAX { 0 } else { len },
+                    });
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    Ok(area)
+}
+
+/// The datagram with the options of `file`/`sname` appended to its options field when option
+/// overload asks for it; `None` when it does not. `bytes` has passed [`check`].
+fn with_overloaded_options(bytes: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+    let options = area_options(&bytes[HEADER_LEN..], HEADER_LEN)?;
+    let mut i = 0;
+    let mut overload = None;
+    while i < options.len() {
+        match options[i] {
+            0 => i += 1,
+            code => {
+                let len = usize::from(options[i + 1]);
+                if code == OVERLOAD && len >= 1 && overload.is_none() {
+                    overload = Some(options[i + 2]);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    let Some(which) = overload else {
+        return Ok(None);
+    };
+    if !(1..=3).contains(&which) {
+        return Err(WireError::Overload(which));
+    }
+    let mut merged = bytes[..HEADER_LEN].to_vec();
+    merged.extend_from_slice(options);
+    if which & 1 != 0 {
+        merged.extend_from_slice(area_options(&bytes[FILE], FILE.start)?);
+    }
+    if which & 2 != 0 {
+        merged.extend_from_slice(area_options(&bytes[SNAME], SNAME.start)?);
+    }
+    merged.push(255);
+    check(&merged)?;
+    Ok(Some(merged))
+}
+
+/// Checks and decodes one datagram (with its overloaded options, if any).
 pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
     check(bytes)?;
+    let merged = with_overloaded_options(bytes)?;
+    let bytes = merged.as_deref().unwrap_or(bytes);
     let parsed = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)));
     match parsed {
         Ok(Ok(msg)) => Ok(msg),
@@ -178,6 +258,41 @@ mod tests {
             check(&with_options(&[53, 1, 1, 60])),
             Err(WireError::OptionOverrun { code: 60, .. })
         ));
+    }
+
+    #[test]
+    fn overloaded_options_are_read_from_file_and_sname() {
+        use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+        let mut p = with_options(&[52, 1, 3, 255]);
+        p[FILE.start..FILE.start + 4].copy_from_slice(&[53, 1, 1, 255]);
+        p[SNAME.start..SNAME.start + 5].copy_from_slice(&[60, 2, b'h', b'i', 255]);
+        let m = decode(&p).unwrap();
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
+        assert_eq!(
+            m.opts().get(OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"hi".to_vec()))
+        );
+        // Without overload the same fields are only a file and a server name.
+        let plain = with_options(&[53, 1, 3, 255]);
+        let mut q = plain.clone();
+        q[FILE.start..FILE.start + 4].copy_from_slice(&[53, 1, 1, 255]);
+        assert_eq!(
+            decode(&q).unwrap().opts().msg_type(),
+            Some(MessageType::Request)
+        );
+        p[FILE.start + 1] = 200;
+        assert!(matches!(
+            decode(&p),
+            Err(WireError::OptionOverrun {
+                code: 53,
+                offset: 108,
+                len: 200
+            })
+        ));
+        assert_eq!(
+            decode(&with_options(&[52, 1, 4, 255])).unwrap_err(),
+            WireError::Overload(4)
+        );
     }
 
     #[test]

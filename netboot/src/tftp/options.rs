@@ -1,8 +1,11 @@
 //! Option negotiation (RFC 2347): blksize (2348), timeout and tsize (2349), windowsize (7440).
 //!
 //! Pure functions over the option list of a request. Options the server does not know, or whose
-//! values are out of range, are left out of the OACK (RFC 2347 lets a server ignore them), so a
-//! strange client falls back to plain RFC 1350 rather than failing.
+//! values are out of range (blksize below 8, windowsize 0 or above 65535, …), are left out of the
+//! OACK (RFC 2347 lets a server ignore them), so a strange client falls back to plain RFC 1350
+//! rather than failing. A blksize or windowsize above the server's limit is lowered to the limit
+//! (RFC 2348 and 7440 let the server answer a smaller value); only the first of repeated options
+//! counts.
 
 use std::time::Duration;
 
