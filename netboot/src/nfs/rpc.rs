@@ -104,6 +104,8 @@ pub struct Call<'a> {
     pub cred: Option<Credential>,
     /// Credential flavor as sent.
     pub cred_flavor: u32,
+    /// Why an `AUTH_SYS` credential body could not be read (answered with `AUTH_BADCRED`).
+    pub bad_cred: Option<XdrError>,
     /// The arguments, still encoded.
     pub args: Reader<'a>,
 }
@@ -123,10 +125,12 @@ impl<'a> Call<'a> {
             let proc_ = r.u32("proc")?;
             let cred_flavor = r.u32("cred.flavor")?;
             let body = r.opaque(MAX_AUTH, "cred.body")?;
-            let cred = if cred_flavor == AUTH_SYS {
-                Some(parse_auth_sys(body)?)
-            } else {
-                None
+            let (cred, bad_cred) = match cred_flavor {
+                AUTH_SYS => match parse_auth_sys(body) {
+                    Ok(c) => (Some(c), None),
+                    Err(e) => (None, Some(e)),
+                },
+                _ => (None, None),
             };
             let _verf_flavor = r.u32("verf.flavor")?;
             r.opaque(MAX_AUTH, "verf.body")?;
@@ -138,6 +142,7 @@ impl<'a> Call<'a> {
                 proc_,
                 cred,
                 cred_flavor,
+                bad_cred,
                 args: r.clone(),
             }))
         };
@@ -203,6 +208,13 @@ pub fn accepted(xid: u32, accept: Accept) -> Writer {
 }
 
 /// A denied reply: `AUTH_ERROR` with `auth_stat` (e.g. 5, `AUTH_TOOWEAK`).
+/// `auth_stat` AUTH_BADCRED: the credential is malformed (RFC 5531 §9).
+pub const AUTH_BADCRED: u32 = 1;
+
+/// `auth_stat` AUTH_TOOWEAK: the flavor is not accepted; the client may retry with another.
+pub const AUTH_TOOWEAK: u32 = 5;
+
+/// A denied reply: `AUTH_ERROR` with `auth_stat`.
 pub fn auth_error(xid: u32, auth_stat: u32) -> Writer {
     let mut w = Writer::with_prefix(&[0; 4], 32);
     w.u32(xid).u32(1).u32(1).u32(1).u32(auth_stat);

@@ -191,8 +191,12 @@ impl Service {
             return Some(rpc::rpc_mismatch(call.xid));
         }
         if call.cred_flavor != rpc::AUTH_SYS && call.cred_flavor != rpc::AUTH_NONE {
-            // AUTH_TOOWEAK: the client may retry with AUTH_SYS.
-            return Some(rpc::auth_error(call.xid, 5));
+            // The client may retry with AUTH_SYS.
+            return Some(rpc::auth_error(call.xid, rpc::AUTH_TOOWEAK));
+        }
+        if let Some(e) = &call.bad_cred {
+            tracing::debug!(client = %addr, "nfs: malformed AUTH_SYS credential: {e}");
+            return Some(rpc::auth_error(call.xid, rpc::AUTH_BADCRED));
         }
         let caller = Caller {
             addr,
