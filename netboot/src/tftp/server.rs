@@ -91,6 +91,12 @@ struct Shared {
     busy: SharedThrottle,
     /// Warnings about requests refused by `max_transfers_per_client`.
     busy_client: SharedThrottle,
+    /// Warnings about names refused as access violations (`..`, control characters, …).
+    escapes: SharedThrottle,
+    /// Warnings about write requests while writes are disabled.
+    writes_off: SharedThrottle,
+    /// Warnings about reads the client stopped answering or that were aborted.
+    abandoned: SharedThrottle,
 }
 
 impl std::fmt::Debug for TftpServer {
@@ -114,6 +120,9 @@ impl TftpServer {
                 strays: SharedThrottle::new(LOG_INTERVAL),
                 busy: SharedThrottle::new(LOG_INTERVAL),
                 busy_client: SharedThrottle::new(LOG_INTERVAL),
+                escapes: SharedThrottle::new(LOG_INTERVAL),
+                writes_off: SharedThrottle::new(LOG_INTERVAL),
+                abandoned: SharedThrottle::new(LOG_INTERVAL),
             }),
         })
     }
@@ -255,11 +264,19 @@ impl RequestContext<'_> {
             Ok(p) => p,
             Err(e) => {
                 if e.code == ErrorCode::AccessViolation {
-                    tracing::warn!(
-                        client = %peer,
-                        filename = ?shown(&request.filename), len = request.filename.len(),
-                        "tftp: refused {kind} request: {}", e.message
-                    );
+                    match self.shared.escapes.hit_now() {
+                        Some(count) => tracing::warn!(
+                            client = %peer,
+                            filename = ?shown(&request.filename), len = request.filename.len(),
+                            "tftp: refused {kind} request: {}; {count} refused for this since the last warning",
+                            e.message
+                        ),
+                        None => tracing::debug!(
+                            client = %peer,
+                            filename = ?shown(&request.filename), len = request.filename.len(),
+                            "tftp: refused {kind} request: {}", e.message
+                        ),
+                    }
                 } else {
                     tracing::info!(client = %peer, filename = ?shown(&request.filename), len = request.filename.len(), "tftp: {}", e.message);
                 }
@@ -268,7 +285,17 @@ impl RequestContext<'_> {
             }
         };
         if write && self.shared.uploads.is_none() {
-            tracing::warn!(client = %peer, path = %path.shown(), "tftp: refused write request: writes are disabled");
+            match self.shared.writes_off.hit_now() {
+                Some(count) => tracing::warn!(
+                    client = %peer, path = %path.shown(),
+                    "tftp: refused write request: writes are disabled (no upload_root); \
+                     {count} refused for this since the last warning"
+                ),
+                None => tracing::debug!(
+                    client = %peer, path = %path.shown(),
+                    "tftp: refused write request: writes are disabled"
+                ),
+            }
             self.refuse(
                 peer,
                 &TftpError::access_violation("writes are disabled on this server"),
@@ -563,12 +590,25 @@ impl Transfer {
             (_, Some(Outcome::ClientError { code, message })) => tracing::info!(
                 client = %self.peer, path = %self.path.shown(), "tftp: client ended the read: error {code} {:?}", shown(message)
             ),
-            (_, Some(Outcome::TimedOut)) => tracing::warn!(
-                client = %self.peer, path = %self.path.shown(), "tftp: read abandoned: client stopped answering"
-            ),
-            (_, Some(Outcome::Aborted(why))) => tracing::warn!(
-                client = %self.peer, path = %self.path.shown(), "tftp: read aborted: {why}"
-            ),
+            (_, Some(Outcome::TimedOut)) => match self.shared.abandoned.hit_now() {
+                Some(count) => tracing::warn!(
+                    client = %self.peer, path = %self.path.shown(),
+                    "tftp: read abandoned: client stopped answering; \
+                     {count} reads abandoned or aborted since the last warning"
+                ),
+                None => tracing::debug!(
+                    client = %self.peer, path = %self.path.shown(), "tftp: read abandoned: client stopped answering"
+                ),
+            },
+            (_, Some(Outcome::Aborted(why))) => match self.shared.abandoned.hit_now() {
+                Some(count) => tracing::warn!(
+                    client = %self.peer, path = %self.path.shown(),
+                    "tftp: read aborted: {why}; {count} reads abandoned or aborted since the last warning"
+                ),
+                None => tracing::debug!(
+                    client = %self.peer, path = %self.path.shown(), "tftp: read aborted: {why}"
+                ),
+            },
             (_, None) => {}
         }
     }
@@ -896,6 +936,49 @@ mod tests {
             "{}",
             warnings[0]
         );
+        stop.cancel();
+        running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn repeated_escapes_and_writes_warn_once_a_minute() {
+        let log = crate::testlog::Captured::start();
+        let root = tempfile::tempdir().unwrap();
+        let server =
+            TftpServer::serving_root(TftpSettings::try_from(TftpConfig::new(root.path())).unwrap())
+                .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(server.run(socket, stop.clone().cancelled_owned()));
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for _ in 0..20 {
+            c.send_to(b"\0\x01../etc/passwd\0octet\0", addr)
+                .await
+                .unwrap();
+            assert_eq!(reply(&c, Duration::from_secs(5)).await.unwrap().0, 5);
+            c.send_to(b"\0\x02up\0octet\0", addr).await.unwrap();
+            let (op, message) = reply(&c, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(
+                (op, message.as_str()),
+                (5, "writes are disabled on this server")
+            );
+        }
+        let lines = log.lines();
+        let warned = |needle: &str| {
+            lines
+                .iter()
+                .filter(|l| l.starts_with("WARN") && l.contains(needle))
+                .count()
+        };
+        // Each kind is told once (the first), the 19 others only at debug level.
+        assert_eq!(warned("refused read request"), 1, "{lines:#?}");
+        assert_eq!(warned("writes are disabled"), 1, "{lines:#?}");
+        let debug = lines
+            .iter()
+            .filter(|l| l.starts_with("DEBUG") && l.contains("refused read request"))
+            .count();
+        assert_eq!(debug, 19, "{lines:#?}");
         stop.cancel();
         running.await.unwrap().unwrap();
     }
