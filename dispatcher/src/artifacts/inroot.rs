@@ -81,10 +81,33 @@ fn err(kind: io::ErrorKind, msg: String) -> io::Error {
     io::Error::new(kind, msg)
 }
 
-/// Whether this process may chown (and mknod).
+/// Whether this process may give files any owner: root, or a service user holding CAP_CHOWN
+/// in its effective set (the packaged unit runs as `labboot` with it), read once from
+/// `/proc/self/status`.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    static MAY_CHOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MAY_CHOWN.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| effective_caps(&status))
+            .is_some_and(|caps| caps & (1 << CAP_CHOWN) != 0)
+    })
+}
+
+/// The capability number of CAP_CHOWN (linux/capability.h).
+const CAP_CHOWN: u32 = 0;
+
+/// The effective capability set from the text of `/proc/PID/status` (`CapEff:` in hex).
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -317,6 +340,24 @@ mod tests {
 
     fn rel(s: &str) -> Rel {
         rel_components(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn effective_capabilities_are_read_from_the_status_text() {
+        let status = "Name:\tlabboot\nCapInh:\t0000000000000000\nCapPrm:\t0000000000003001\n\
+                      CapEff:\t0000000000003001\nCapBnd:\t000001ffffffffff\n";
+        let caps = effective_caps(status).unwrap();
+        assert_ne!(caps & (1 << CAP_CHOWN), 0);
+        assert_eq!(
+            effective_caps("CapEff:\t0000000000003000\n").unwrap() & 1,
+            0
+        );
+        assert_eq!(effective_caps("Name: x\n"), None);
+        // This process: root, or holding CAP_CHOWN, or neither; the answer agrees with /proc.
+        let own = effective_caps(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(is_root(), euid == 0 || own & 1 != 0);
     }
 
     #[test]
