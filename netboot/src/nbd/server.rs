@@ -48,8 +48,7 @@ use super::table::ExportTable;
 use crate::error::ServerError;
 use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
-/// How long shutdown waits for connections to close.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub use crate::common::SHUTDOWN_GRACE;
 
 /// How long a client may take from connecting to selecting an export.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -230,17 +229,7 @@ impl NbdServer {
         }
         tracing::info!("nbd: shutting down ({} connections open)", tasks.len());
         stop.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "nbd: {} connections did not close in time; aborted",
-                tasks.len()
-            );
-            tasks.abort_all();
-        }
+        crate::common::drain(&mut tasks, SHUTDOWN_GRACE, "nbd", "connections").await;
         Ok(())
     }
 }

@@ -65,8 +65,7 @@ use crate::error::ServerError;
 use crate::metrics::METRICS;
 use crate::throttle::{SharedThrottle, LOG_INTERVAL};
 
-/// How long shutdown waits for transfers to send their final ERROR.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub use crate::common::SHUTDOWN_GRACE;
 
 /// Stack of a read transfer's thread: the sender needs a few KiB, glibc rounds up to pages.
 const SENDER_STACK: usize = 256 * 1024;
@@ -208,17 +207,7 @@ impl TftpServer {
             tasks.len()
         );
         cancel.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "tftp: {} transfers did not stop in time; aborted",
-                tasks.len()
-            );
-            tasks.abort_all();
-        }
+        crate::common::drain(&mut tasks, SHUTDOWN_GRACE, "tftp", "transfers").await;
         Ok(())
     }
 }

@@ -72,8 +72,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a reply may wait for a client that does not read; then the connection is closed
 /// (replies are written by the calls' threads, which must not wait forever).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long shutdown waits for connections to finish their calls.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub use crate::common::SHUTDOWN_GRACE;
 
 /// An NFSv3 server: settings, the export table, and the RPC programs over it.
 #[derive(Debug)]
@@ -177,14 +176,7 @@ impl NfsServer {
         shutdown.await;
         tracing::info!("nfs: shutting down");
         cancel.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("nfs: connections did not stop in time; aborted");
-            tasks.abort_all();
-        }
+        crate::common::drain(&mut tasks, SHUTDOWN_GRACE, "nfs", "listeners").await;
         // The connections are gone; their last calls end, then the threads are joined.
         pool.stop(SHUTDOWN_GRACE).await;
         Ok(())
