@@ -57,6 +57,8 @@ impl NfsStat {
     pub const SERVERFAULT: NfsStat = NfsStat(10006);
     /// Object type not supported.
     pub const BADTYPE: NfsStat = NfsStat(10007);
+    /// The server is busy with the request (here: a walk of the export); retry later.
+    pub const JUKEBOX: NfsStat = NfsStat(10008);
 }
 
 impl From<io::Error> for NfsStat {

@@ -1,11 +1,18 @@
 //! File handles: their wire form, and how one is resolved to an object by searching the
 //! export only (a cached path, else one walk of the export).
+//!
+//! A walk runs on a thread of its own (`nfs-walk`), one per export at a time and at most every
+//! [`RESCAN_INTERVAL`]; a call that needs it waits up to [`WALK_WAIT`] and is then answered
+//! `NFS3ERR_JUKEBOX` (the client retries later), so forged handles can neither hold a
+//! connection's thread for the length of a walk of a large export nor start walks back to
+//! back. A walk remembers at most [`MAX_WALK_PATHS`] paths.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, OsStr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::syscalls::{cstr, open_beneath, statx_at, DirStream};
@@ -20,6 +27,26 @@ const HANDLE_MAGIC: &[u8; 4] = b"LBn2";
 
 /// Least time between two walks of an export for inodes not in the cache.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a call waits for a walk before it is answered `NFS3ERR_JUKEBOX`.
+pub const WALK_WAIT: Duration = Duration::from_secs(1);
+
+/// Paths one walk remembers at most (about 100 bytes each).
+pub const MAX_WALK_PATHS: usize = 4_000_000;
+
+/// The walks of one export: whether one runs, and when the last one ended.
+#[derive(Debug, Default)]
+pub struct Walks {
+    state: Mutex<WalkState>,
+    ended: Condvar,
+    started: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct WalkState {
+    running: bool,
+    last: Option<Instant>,
+}
 
 /// A decoded file handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,57 +196,66 @@ impl Export {
         if let Some(obj) = from_cache() {
             return Ok(obj);
         }
-        // One walk at a time; callers that waited for it look in the refreshed cache first.
-        let mut last = self.last_walk.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.walks.state.lock().unwrap_or_else(|p| p.into_inner());
+        // A walk may have ended while this call waited for the lock.
         if let Some(obj) = from_cache() {
             return Ok(obj);
         }
-        if last.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
-            return Err(NfsStat::STALE);
+        if !state.running {
+            if state.last.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
+                return Err(NfsStat::STALE);
+            }
+            self.start_walk()?;
+            state.running = true;
         }
-        self.walk();
-        *last = Some(Instant::now());
-        drop(last);
+        let (state, waited) = self
+            .walks
+            .ended
+            .wait_timeout_while(state, WALK_WAIT, |s| s.running)
+            .unwrap_or_else(|p| p.into_inner());
+        drop(state);
+        if waited.timed_out() {
+            return Err(NfsStat::JUKEBOX);
+        }
         from_cache().ok_or(NfsStat::STALE)
     }
 
-    /// Walks the whole export breadth-first (never through symlinks) and remembers every path,
-    /// so one walk after a restart serves every handle the clients still hold.
-    fn walk(&self) {
-        let started = Instant::now();
-        let mut queue = VecDeque::from([PathBuf::new()]);
-        let mut fresh = InodeMap::default();
-        fresh.insert(self.root_stat.ino, PathBuf::new());
-        while let Some(dir) = queue.pop_front() {
-            let Ok(fd) = open_beneath(
-                self.root.as_raw_fd(),
-                &dir,
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            ) else {
-                continue;
-            };
-            let Ok(mut stream) = DirStream::open(fd) else {
-                continue;
-            };
-            while let Ok(Some(e)) = stream.next_entry() {
-                if e.name == b"." || e.name == b".." {
-                    continue;
-                }
-                let path = dir.join(OsStr::from_bytes(&e.name));
-                if e.is_dir {
-                    queue.push_back(path.clone());
-                }
-                fresh.insert(e.ino, path);
-            }
-        }
-        let n = fresh.len();
-        *self.paths.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
-        tracing::info!(
-            "nfs: walked export {} for unknown handles: {n} paths in {:?}",
-            self.spec.name(),
-            started.elapsed()
-        );
+    /// Starts a walk of the whole export on a thread of its own; it replaces the path cache
+    /// and wakes the calls waiting for it when done.
+    fn start_walk(&self) -> Result<(), NfsStat> {
+        let root = self.root.try_clone().map_err(|_| NfsStat::JUKEBOX)?;
+        let root_ino = self.root_stat.ino;
+        let name = self.spec.name().to_string();
+        let paths = Arc::clone(&self.paths);
+        let walks = Arc::clone(&self.walks);
+        walks
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("nfs-walk".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let fresh = walk(&root, root_ino, &name);
+                let n = fresh.len();
+                *paths.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+                let mut state = walks.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.running = false;
+                state.last = Some(Instant::now());
+                walks.ended.notify_all();
+                drop(state);
+                tracing::info!(
+                    "nfs: walked export {name} for unknown handles: {n} paths in {:?}",
+                    started.elapsed()
+                );
+            })
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(
+                    "nfs: cannot start a walk of export {}: {e}",
+                    self.spec.name()
+                );
+                NfsStat::JUKEBOX
+            })
     }
 
     /// The parent of an object (the root is its own parent), with the object's name.
@@ -242,6 +278,46 @@ impl Export {
             name,
         ))
     }
+}
+
+/// Walks the export under `root` breadth-first (never through symlinks) and returns every
+/// path by inode, so one walk after a restart serves every handle the clients still hold; stops
+/// at [`MAX_WALK_PATHS`].
+fn walk(root: &OwnedFd, root_ino: u64, name: &str) -> InodeMap<PathBuf> {
+    let mut queue = VecDeque::from([PathBuf::new()]);
+    let mut fresh = InodeMap::default();
+    fresh.insert(root_ino, PathBuf::new());
+    while let Some(dir) = queue.pop_front() {
+        let Ok(fd) = open_beneath(
+            root.as_raw_fd(),
+            &dir,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        ) else {
+            continue;
+        };
+        let Ok(mut stream) = DirStream::open(fd) else {
+            continue;
+        };
+        while let Ok(Some(e)) = stream.next_entry() {
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            if fresh.len() >= MAX_WALK_PATHS {
+                tracing::warn!(
+                    "nfs: export {name} has more than {MAX_WALK_PATHS} paths; \
+                     the walk for unknown handles stops there"
+                );
+                return fresh;
+            }
+            let path = dir.join(OsStr::from_bytes(&e.name));
+            if e.is_dir {
+                queue.push_back(path.clone());
+            }
+            fresh.insert(e.ino, path);
+        }
+    }
+    fresh
 }
 
 #[cfg(test)]
@@ -308,5 +384,55 @@ mod tests {
         for h in &handles {
             assert_eq!(ex.resolve(h).unwrap().stat.ino, h.ino);
         }
+    }
+
+    #[test]
+    fn forged_handles_start_one_walk_off_the_callers_thread() {
+        let log = crate::testlog::Captured::start();
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..200 {
+            std::fs::create_dir_all(d.path().join(format!("d{}/e{i}", i % 10))).unwrap();
+        }
+        let ex = Arc::new(export(d.path(), "ro"));
+        // Eight callers with forged handles at once: all STALE, after one walk.
+        let callers: Vec<_> = (0..8u64)
+            .map(|i| {
+                let ex = Arc::clone(&ex);
+                std::thread::spawn(move || {
+                    let forged = Handle {
+                        export: ex.id,
+                        ino: 0xdead_0000 + i,
+                        born: (1, 2),
+                    };
+                    ex.resolve(&forged).unwrap_err()
+                })
+            })
+            .collect();
+        for c in callers {
+            assert_eq!(c.join().unwrap(), NfsStat::STALE);
+        }
+        // Within RESCAN_INTERVAL another forged handle starts no walk.
+        let forged = Handle {
+            export: ex.id,
+            ino: 0xbeef,
+            born: (1, 2),
+        };
+        assert_eq!(ex.resolve(&forged).unwrap_err(), NfsStat::STALE);
+        // The walk ran on its own thread and found the 211 paths.
+        let walks: Vec<String> = log
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("walked export"))
+            .collect();
+        assert!(
+            walks.is_empty(),
+            "the walk logs from its own thread: {walks:?}"
+        );
+        let started = ex.walks.started.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(started, 1, "one walk for nine forged handles");
+        let state = ex.walks.state.lock().unwrap();
+        assert!(!state.running && state.last.is_some());
+        drop(state);
+        assert_eq!(ex.paths.lock().unwrap().len(), 211);
     }
 }

@@ -16,7 +16,9 @@
 //! rename behind the server's back) the whole export is walked once with `getdents` (never
 //! through a symlink) and every inode's path remembered, so one walk serves every handle the
 //! clients still hold. A forged handle for an inode outside the export is never found and gets
-//! `NFS3ERR_STALE`; walks run one at a time and at most every [`RESCAN_INTERVAL`] per export.
+//! `NFS3ERR_STALE`; walks run on a thread of their own, one at a time and at most every
+//! [`RESCAN_INTERVAL`] per export, and a call waits for one at most [`WALK_WAIT`] before it is
+//! answered `NFS3ERR_JUKEBOX` (retry later).
 //! Inode numbers are only unique per filesystem: an export that spans mount points may confuse
 //! clients, as with knfsd's `crossmnt`.
 //!
@@ -43,8 +45,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use super::attrcache::AttrCache;
 use super::config::{Access, ExportSpec};
@@ -54,7 +55,8 @@ use syscalls::{cstr, statx_at};
 pub use credentials::AsUser;
 pub use files::boot_verifier;
 pub use handles::{
-    born_key, export_id, Handle, InodeHasher, InodeMap, HANDLE_LEN, RESCAN_INTERVAL,
+    born_key, export_id, Handle, InodeHasher, InodeMap, HANDLE_LEN, MAX_WALK_PATHS,
+    RESCAN_INTERVAL, WALK_WAIT,
 };
 pub use names::check_name;
 pub use readdir::{DirEntry, KEPT_LISTINGS};
@@ -181,8 +183,8 @@ pub struct Export {
     id: u64,
     root: OwnedFd,
     root_stat: Stat,
-    paths: Mutex<InodeMap<PathBuf>>,
-    last_walk: Mutex<Option<Instant>>,
+    paths: Arc<Mutex<InodeMap<PathBuf>>>,
+    walks: Arc<handles::Walks>,
     attrs: AttrCache,
 }
 
@@ -207,8 +209,8 @@ impl Export {
             spec,
             root,
             root_stat,
-            paths: Mutex::new(paths),
-            last_walk: Mutex::new(None),
+            paths: Arc::new(Mutex::new(paths)),
+            walks: Arc::default(),
         })
     }
 
