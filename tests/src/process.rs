@@ -62,6 +62,11 @@ impl ServerProcess {
         Ok(process)
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a line of stderr (printed at any time so far or later) matches `pattern`.
     pub fn wait_for_line(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<String> {
         let re = Regex::new(pattern).with_context(|| format!("bad pattern {pattern:?}"))?;
