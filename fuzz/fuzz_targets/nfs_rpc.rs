@@ -72,6 +72,7 @@ fn lab() -> &'static Lab {
                     dir: dir.to_path_buf(),
                     access,
                     clients,
+                    root_squash: None,
                 })
                 .unwrap()
         };
