@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,10 @@ pub struct NbdConfig {
     /// together may hold; a request over it waits, and its connection reads no more meanwhile.
     #[serde(default = "default_max_bytes_in_flight")]
     pub max_bytes_in_flight: u64,
+    /// Seconds a reply may wait for a client that reads nothing; then the connection is closed
+    /// and the bytes it held go back to the others.
+    #[serde(default = "default_send_timeout_secs")]
+    pub send_timeout_secs: u64,
     /// Bytes of one `cow` connection's overlay kept in memory before spilling to a temp file.
     #[serde(default = "default_cow_memory_bytes")]
     pub cow_memory_bytes: u64,
@@ -81,6 +86,9 @@ fn default_max_handshakes_per_client() -> usize {
 fn default_max_bytes_in_flight() -> u64 {
     256 << 20
 }
+fn default_send_timeout_secs() -> u64 {
+    30
+}
 fn default_cow_memory_bytes() -> u64 {
     64 << 20
 }
@@ -99,6 +107,7 @@ impl Default for NbdConfig {
             max_connections: default_max_connections(),
             max_handshakes_per_client: default_max_handshakes_per_client(),
             max_bytes_in_flight: default_max_bytes_in_flight(),
+            send_timeout_secs: default_send_timeout_secs(),
             cow_memory_bytes: default_cow_memory_bytes(),
             cow_limit_bytes: default_cow_limit_bytes(),
             cow_spill_dir: None,
@@ -148,6 +157,7 @@ pub struct NbdSettings {
     max_connections: usize,
     max_handshakes_per_client: usize,
     max_bytes_in_flight: usize,
+    send_timeout: Duration,
     overlay: OverlayLimits,
 }
 
@@ -171,6 +181,12 @@ impl TryFrom<NbdConfig> for NbdSettings {
                     "must be at least {MIN_BYTES_IN_FLIGHT} (1 MiB), got {}",
                     c.max_bytes_in_flight
                 ),
+            ));
+        }
+        if c.send_timeout_secs == 0 || c.send_timeout_secs > 86_400 {
+            return Err(bad(
+                "send_timeout_secs",
+                format!("must be 1 to 86400, got {}", c.send_timeout_secs),
             ));
         }
         let min = BLOCK + ENTRY_COST;
@@ -237,6 +253,7 @@ impl TryFrom<NbdConfig> for NbdSettings {
             max_connections: c.max_connections,
             max_handshakes_per_client: c.max_handshakes_per_client,
             max_bytes_in_flight: usize::try_from(c.max_bytes_in_flight).unwrap_or(usize::MAX),
+            send_timeout: Duration::from_secs(c.send_timeout_secs),
             overlay: OverlayLimits {
                 memory: c.cow_memory_bytes,
                 total: c.cow_limit_bytes,
@@ -262,6 +279,10 @@ impl NbdSettings {
     /// Connections from one client address in the handshake at once.
     pub fn max_handshakes_per_client(&self) -> usize {
         self.max_handshakes_per_client
+    }
+    /// How long a reply may wait for a client that reads nothing.
+    pub fn send_timeout(&self) -> Duration {
+        self.send_timeout
     }
     /// Payload bytes all connections together may hold.
     pub fn max_bytes_in_flight(&self) -> usize {

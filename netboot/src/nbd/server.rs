@@ -334,7 +334,10 @@ async fn serve(
         ReplyEncoder::new(selected.structured),
         peer,
         name.clone(),
-        Arc::clone(&shared.budget),
+        super::transmit::ConnLimits {
+            budget: Arc::clone(&shared.budget),
+            send_timeout: shared.settings.send_timeout(),
+        },
         attachment.removed(),
         &stop,
     )
@@ -402,7 +405,7 @@ async fn transmit(
     encoder: ReplyEncoder,
     peer: SocketAddr,
     export: String,
-    budget: Arc<SharedBudget>,
+    limits: super::transmit::ConnLimits,
     removed: &CancellationToken,
     stop: &CancellationToken,
 ) -> Result<Ending, ConnError> {
@@ -411,7 +414,7 @@ async fn transmit(
         .map_err(|_| io::Error::other("socket halves do not match"))?
         .into_std()?;
     let mut running =
-        super::transmit::start(stream, leftover, backend, encoder, peer, export, budget)?;
+        super::transmit::start(stream, leftover, backend, encoder, peer, export, limits)?;
     let ending = tokio::select! {
         r = &mut running.done => return r.unwrap_or(Ok(Ending::Closed)),
         _ = removed.cancelled() => Ending::Removed,

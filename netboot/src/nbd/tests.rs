@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -568,5 +568,62 @@ async fn bytes_in_flight_are_capped_across_connections() {
     assert!(budget.peak() <= 1 << 20, "peak {}", budget.peak());
     assert!(budget.waits() > 0, "64 reads of 512 KiB never waited");
     assert_eq!(budget.in_use(), 0, "every request gave its bytes back");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_reply_cannot_hold_the_shared_budget() {
+    let f = image(64 << 20);
+    let config = NbdConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_bytes_in_flight: 16 << 20,
+        send_timeout_secs: 1,
+        ..NbdConfig::default()
+    };
+    let server = start_with(
+        vec![Export::open("ro", f.path(), ExportMode::ReadOnly).unwrap()],
+        config,
+    )
+    .await;
+    // Eight reads of 8 MiB, pipelined, never read: their replies fill the socket and the
+    // requests hold the whole 16 MiB budget.
+    let mut stalled = Client::go(server.addr, "ro", false).await.unwrap();
+    for i in 0..8u64 {
+        stalled.send(CMD_READ, 0, i, i << 23, 8 << 20, &[]).await;
+    }
+    let budget = Arc::clone(&server.budget);
+    let held = Instant::now();
+    while budget.in_use() < 16 << 20 && held.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        budget.in_use(),
+        16 << 20,
+        "the stalled client holds the budget"
+    );
+    // Another board is served once the send timeout has closed the stalled connection.
+    let asked = Instant::now();
+    let mut board = Client::go(server.addr, "ro", false).await.unwrap();
+    board.send(CMD_READ, 0, 1, 0, 65536, &[]).await;
+    let (handle, errno, data) = tokio::time::timeout(Duration::from_secs(15), board.reply(65536))
+        .await
+        .expect("the other board is answered");
+    assert_eq!((handle, errno), (1, 0));
+    assert!(data == expected(0, 65536));
+    let waited = asked.elapsed();
+    eprintln!("a board waited {waited:?} behind a client that reads nothing (send timeout 1 s)");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // The stalled connection was closed.
+    let mut sink = vec![0u8; 1 << 20];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.s.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled connection is closed");
     server.stop().await;
 }

@@ -62,6 +62,14 @@ const NOTSENT_LOWAT: libc::c_int = 32 * 1024;
 /// Stack size of the worker threads (their buffers live on the heap).
 const STACK: usize = 256 * 1024;
 
+/// What the server gives every connection: the shared byte budget and the send timeout.
+pub(super) struct ConnLimits {
+    /// Payload bytes in flight across every connection.
+    pub budget: Arc<SharedBudget>,
+    /// How long a reply may wait for a client that reads nothing.
+    pub send_timeout: std::time::Duration,
+}
+
 /// How a finished connection ended.
 pub(super) type Outcome = Result<Ending, ConnError>;
 
@@ -88,9 +96,12 @@ pub(super) fn start(
     encoder: ReplyEncoder,
     peer: SocketAddr,
     export: String,
-    server_budget: Arc<SharedBudget>,
+    limits: ConnLimits,
 ) -> io::Result<Running> {
     sock.set_nonblocking(false)?;
+    // A reply that waits this long for a client that reads nothing fails, which closes the
+    // connection and gives back the bytes its requests held.
+    sock.set_write_timeout(Some(limits.send_timeout))?;
     if let Err(e) = set_notsent_lowat(&sock, NOTSENT_LOWAT) {
         tracing::debug!(client = %peer, "nbd: cannot set TCP_NOTSENT_LOWAT: {e}");
     }
@@ -104,7 +115,8 @@ pub(super) fn start(
         output: Mutex::new(()),
         budget: Mutex::new(IN_FLIGHT_BYTES),
         budget_freed: Condvar::new(),
-        server_budget,
+        server_budget: limits.budget,
+        send_timeout: limits.send_timeout,
         stopping: AtomicBool::new(false),
         outcome: Mutex::new(None),
         live: AtomicUsize::new(WORKERS),
@@ -154,6 +166,7 @@ struct Shared {
     budget_freed: Condvar,
     /// The same bytes counted across every connection of the server.
     server_budget: Arc<SharedBudget>,
+    send_timeout: std::time::Duration,
     stopping: AtomicBool,
     outcome: Mutex<Option<Outcome>>,
     live: AtomicUsize,
@@ -199,7 +212,18 @@ impl Shared {
             let sent = self.answer(req, &mut pipe);
             self.release(cost);
             if let Err(e) = sent {
-                tracing::debug!(client = %self.peer, "nbd: send failed: {e}");
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    tracing::info!(
+                        client = %self.peer,
+                        "nbd: the client read no reply for {:?} (send_timeout_secs); closing",
+                        self.send_timeout
+                    );
+                } else {
+                    tracing::debug!(client = %self.peer, "nbd: send failed: {e}");
+                }
                 self.stop(Some(Ok(Ending::WriterFailed)));
                 return;
             }
