@@ -96,6 +96,16 @@ impl ServerError {
             .map_or(io::ErrorKind::InvalidInput, io::Error::kind)
     }
 
+    /// A `map_err` adapter for a failed bind of `server`'s socket to `addr`
+    /// ([`ServerError::Bind`]).
+    pub fn bind(server: &'static str, addr: SocketAddr) -> impl FnOnce(io::Error) -> ServerError {
+        move |error| ServerError::Bind {
+            server,
+            addr,
+            error,
+        }
+    }
+
     /// A `map_err` adapter wrapping an `io::Error` as [`ServerError::Io`] with `what`.
     pub fn io(what: &'static str) -> impl FnOnce(io::Error) -> ServerError {
         move |error| ServerError::Io { what, error }

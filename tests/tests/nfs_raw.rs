@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use labboot_tests::require;
@@ -147,6 +148,15 @@ fn handles_survive_a_restart() {
     assert_eq!(c.getattr(&root).unwrap_err(), 70);
 }
 
+/// `DIR/exp`, the directory exported, holding `shared` (mode 0777).
+fn export_with_shared_dir(dir: &Path) -> PathBuf {
+    let exp = dir.join("exp");
+    std::fs::create_dir(&exp).unwrap();
+    std::fs::create_dir(exp.join("shared")).unwrap();
+    std::fs::set_permissions(exp.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    exp
+}
+
 /// An `rw` export open to every network squashes root by default: root's new files belong
 /// to nobody, and root cannot write where nobody cannot.
 #[test]
@@ -155,10 +165,7 @@ fn open_rw_exports_squash_root() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let exp = d.path().join("exp");
-    std::fs::create_dir(&exp).unwrap();
-    std::fs::create_dir(exp.join("shared")).unwrap();
-    std::fs::set_permissions(exp.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exp = export_with_shared_dir(d.path());
     let server = start(0, &["--export".into(), export_arg("exp", &exp, "rw")]);
     let mut admin = server.client(0, 0);
     let root = admin.mount("/exp").unwrap();
@@ -180,10 +187,7 @@ fn root_filesystem_operations() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let exp = d.path().join("exp");
-    std::fs::create_dir(&exp).unwrap();
-    std::fs::create_dir(exp.join("shared")).unwrap();
-    std::fs::set_permissions(exp.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exp = export_with_shared_dir(d.path());
     std::fs::create_dir(exp.join("private")).unwrap();
     std::fs::set_permissions(exp.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
     // A board's root filesystem: its root must stay root.

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 
-use super::config::{DhcpConfig, DhcpSettings};
+use super::config::DhcpConfig;
 use super::engine::Engine;
+use super::engine_tests;
 use super::reply::encode_into;
 use super::wire;
 
@@ -22,26 +23,16 @@ const VICTIM_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const VICTIM: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 const ATTACKER: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
 
+/// The engine tests' lab (server 10.0.0.1), with a pool of 100 and one boot file.
 fn engine() -> Engine {
-    Engine::new(
-        DhcpSettings::try_from(DhcpConfig {
-            interface: "lab0".into(),
-            server_ip: SERVER,
-            pool: "10.0.0.100-10.0.0.199".into(),
-            netmask: None,
-            router: None,
-            dns: vec![],
-            lease_time: 3600,
-            lease_file: None,
-            boot_file: Some("boot.scr".into()),
-            arch_boot_files: Default::default(),
-            next_server: None,
-            tftp_server_name: None,
-            bindings: vec![],
-            ping_check_ms: 0,
-        })
-        .unwrap(),
-    )
+    engine_tests::engine(DhcpConfig {
+        pool: "10.0.0.100-10.0.0.199".into(),
+        router: None,
+        lease_time: 3600,
+        boot_file: Some("boot.scr".into()),
+        arch_boot_files: Default::default(),
+        ..engine_tests::config()
+    })
 }
 
 fn at(secs: u64) -> SystemTime {

@@ -147,11 +147,7 @@ impl NbdServer {
         let addr = self.shared.settings.listen();
         TcpListener::bind(addr)
             .await
-            .map_err(|error| ServerError::Bind {
-                server: "nbd",
-                addr,
-                error,
-            })
+            .map_err(ServerError::bind("nbd", addr))
     }
 
     /// Serves connections arriving on `listener` until `shutdown` completes.

@@ -142,11 +142,7 @@ impl TftpServer {
         let addr = self.shared.settings.listen();
         UdpSocket::bind(addr)
             .await
-            .map_err(|error| ServerError::Bind {
-                server: "tftp",
-                addr,
-                error,
-            })
+            .map_err(ServerError::bind("tftp", addr))
     }
 
     /// Serves requests arriving on `socket` until `shutdown` completes.

@@ -114,11 +114,7 @@ impl NfsServer {
         let addr = self.settings.listen();
         TcpListener::bind(addr)
             .await
-            .map_err(|error| ServerError::Bind {
-                server: "nfs",
-                addr,
-                error,
-            })
+            .map_err(ServerError::bind("nfs", addr))
     }
 
     /// Serves NFS and MOUNT on `listener` (and portmap, if configured) until `shutdown`.
@@ -140,18 +136,15 @@ impl NfsServer {
                 .map_err(ServerError::io("nfs: cannot start the call threads"))?,
         );
         if let Some(addr) = self.settings.portmap() {
-            let portmap = |addr| {
-                move |error| ServerError::Bind {
-                    server: "portmap",
-                    addr,
-                    error,
-                }
-            };
-            let udp = UdpSocket::bind(addr).await.map_err(portmap(addr))?;
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(ServerError::bind("portmap", addr))?;
             let addr = udp.local_addr().map_err(ServerError::io(
                 "nfs: cannot read the portmap socket's address",
             ))?;
-            let tcp = TcpListener::bind(addr).await.map_err(portmap(addr))?;
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(ServerError::bind("portmap", addr))?;
             tracing::info!("nfs: portmap listening on {addr}");
             tasks.spawn(serve_udp(udp, Arc::clone(&self.service), cancel.clone()));
             tasks.spawn(accept_loop(
