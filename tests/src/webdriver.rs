@@ -37,7 +37,7 @@ pub struct Element(pub String);
 pub struct Options {
     /// Network namespace (as `ip netns` names it) to run the browser in; `None`: the host's.
     pub netns: Option<String>,
-    /// Directory for Chromium's downloads (and `chromedriver.log`); required.
+    /// Directory for Chromium's profile, downloads and `chromedriver.log`; required.
     pub dir: PathBuf,
 }
 
@@ -183,10 +183,11 @@ pub struct WebDriver {
 impl WebDriver {
     /// Starts `chromedriver` on a free port (inside `options.netns` if set), waits until it is
     /// ready and opens a session with headless Chromium (`--headless=new --no-sandbox
-    /// --disable-gpu`), downloads going to `options.dir`.
+    /// --disable-gpu`), its profile and downloads in `options.dir`.
     pub fn start(options: &Options) -> anyhow::Result<WebDriver> {
         let (client, port) = Client::start(options.netns.as_deref())?;
         std::fs::create_dir_all(&options.dir)?;
+        let profile = options.dir.join("chromium-profile");
         let log = options.dir.join("chromedriver.log");
         let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = match &options.netns {
@@ -220,7 +221,12 @@ impl WebDriver {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,1024"],
+                         "--disable-dev-shm-usage", "--window-size=1280,1024",
+                         // Nothing but the page under test goes on the network.
+                         "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--no-first-run",
+                         // The profile goes with the test's directory, not to /tmp for good.
+                         format!("--user-data-dir={}", profile.display())],
                 "prefs": {
                     "download.default_directory": options.dir.display().to_string(),
                     "download.prompt_for_download": false,

@@ -301,6 +301,10 @@ fn two_appliances_share_one_postgresql() {
     let j = west.wait_job(on_west, "finished", Duration::from_secs(300));
     assert_eq!(j["health"], "complete", "{j}");
     assert_eq!(j["board"], "qemu-west", "{j}");
+    eprintln!(
+        "cluster: west's job after the release done at {:?}",
+        began.elapsed()
+    );
 
     // East comes back and serves its board again: a job only its board can take runs there.
     east.start().unwrap();
@@ -316,6 +320,10 @@ fn two_appliances_share_one_postgresql() {
         Duration::from_secs(400),
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{}", east.serve_log()));
+    eprintln!(
+        "cluster: east back, its board online at {:?}",
+        began.elapsed()
+    );
     let (code, _) = west.post("/boards/qemu-west/reserve", None);
     assert_eq!(code, 200);
     // A cancel through another instance reaches the appliance that runs the job.
@@ -326,6 +334,7 @@ fn two_appliances_share_one_postgresql() {
     let j = east.wait_job(slow, "finished", Duration::from_secs(120));
     assert_eq!(j["health"], "canceled", "{j}");
     assert_eq!(j["appliance"], "east", "{j}");
+    eprintln!("cluster: cancel through west done at {:?}", began.elapsed());
     let back = front.submit(&agent_job());
     let j = east.wait_job(back, "finished", Duration::from_secs(300));
     assert_eq!(j["health"], "complete", "{j}");
