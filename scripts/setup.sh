@@ -33,6 +33,8 @@ packages=(
   prometheus
   # the web dashboard's browser test: headless Chromium driven by chromedriver
   chromium chromium-driver
+  # the appliance VM image (make vm-test): boots under KVM with OVMF; sfdisk checks its GPT
+  qemu-system-x86 ovmf fdisk
   # the appliance's shared store: its tests start their own PostgreSQL (initdb + pg_ctl from
   # /usr/lib/postgresql/*/bin) in a temporary directory, as the package's `postgres` user
   postgresql

@@ -310,11 +310,21 @@ impl Apt {
         roots: &[String],
         exclude: &BTreeSet<String>,
     ) -> Result<Vec<PackageInfo>> {
-        let mut chosen: BTreeMap<String, PackageInfo> = BTreeMap::new();
-        let mut pending: Vec<(String, Vec<String>)> = roots
+        let groups: Vec<(String, Vec<String>)> = roots
             .iter()
             .map(|r| ("the recipe".to_string(), vec![r.clone()]))
             .collect();
+        self.resolve_groups(groups, exclude)
+    }
+
+    /// Like [`Apt::resolve`], from dependency groups (alternatives, first preferred), each
+    /// with the name of what needs it: a local package's `Depends`, say.
+    pub fn resolve_groups(
+        &mut self,
+        mut pending: Vec<(String, Vec<String>)>,
+        exclude: &BTreeSet<String>,
+    ) -> Result<Vec<PackageInfo>> {
+        let mut chosen: BTreeMap<String, PackageInfo> = BTreeMap::new();
         while !pending.is_empty() {
             let names: BTreeSet<String> = pending
                 .iter()

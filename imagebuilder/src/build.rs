@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{BaseRef, Input, Manifest, RecipeRef, SourceFile};
 use crate::modules::{Index, NFS_ROOT_MODULES, ROOT_MODULES};
 use crate::recipe::{hex, Output, Recipe};
-use crate::tree::Tree;
-use crate::{base, bootscr, cpio, deb, ext4, initrd, rootfs, squashfs, tarball};
+use crate::tree::{Node, Tree};
+use crate::{base, bootscr, cpio, deb, disk, ext4, initrd, rootfs, squashfs, tarball};
 
 /// Where to write, where to cache packages, and an optional epoch override.
 #[derive(Debug, Clone)]
@@ -211,8 +211,22 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
     let need_kernel = wants(Output::Initrd) || wants(Output::Kernel) || wants(Output::Dtbs);
 
     let mut roots: Vec<String> = Vec::new();
+    // The recipe's own .debs: their dependencies come from apt like the packages'.
+    let mut local_groups: Vec<(String, Vec<String>)> = Vec::new();
     if need_rootfs {
         roots.extend(recipe.packages.iter().cloned());
+        for local in &recipe.local_debs {
+            let fields = local_fields(local)?;
+            for field in ["Pre-Depends", "Depends"] {
+                for group in crate::apt::parse_depends(fields.get(field).map_or("", |v| v)) {
+                    roots.extend(group.iter().cloned());
+                    local_groups.push((local.written.clone(), group));
+                }
+            }
+        }
+    }
+    if let (true, Some(d)) = (wants(Output::Disk), &recipe.disk) {
+        roots.push(d.loader.clone());
     }
     if let (true, Some(spec)) = (wants(Output::Initrd), &recipe.initrd) {
         roots.extend(spec.packages.iter().cloned());
@@ -233,6 +247,7 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
             &mut apt,
             recipe,
             &roots,
+            &local_groups,
             need_rootfs,
             need_kernel,
             &mut sets,
@@ -252,7 +267,30 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
         .map(|p| p.name.as_str())
         .zip(all_paths.iter().map(PathBuf::as_path))
         .collect();
-    build_outputs(recipe, opts, epoch, progress, &sets, &path_of)
+    // A master shipped inside: built first, into out/master, with the same cache and epoch.
+    let master = match (&recipe.master, need_rootfs) {
+        (Some(m), true) => {
+            progress.step(&format!("building the master image {}", m.recipe.name));
+            let nested = Options {
+                out: opts.out.join("master"),
+                cache: opts.cache.clone(),
+                epoch: opts.epoch,
+            };
+            let manifest = build(&m.recipe, &nested, progress)?;
+            Some((m.dir.clone(), nested.out, manifest))
+        }
+        _ => None,
+    };
+    build_outputs(recipe, opts, epoch, progress, &sets, &path_of, master)
+}
+
+/// A local .deb's control fields.
+fn local_fields(local: &crate::recipe::LocalDeb) -> Result<BTreeMap<String, String>> {
+    let text = deb::control(&local.path)?;
+    crate::apt::parse_stanzas(&text)
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::package(&local.written, "empty control file"))
 }
 
 /// Resolves the package sets (`rootfs`, `initrd`, `kernel`) the outputs need.
@@ -260,15 +298,32 @@ fn fetch_sets(
     apt: &mut Apt,
     recipe: &Recipe,
     roots: &[String],
+    local_groups: &[(String, Vec<String>)],
     need_rootfs: bool,
     need_kernel: bool,
     sets: &mut Vec<(&'static str, Vec<PackageInfo>)>,
 ) -> Result<()> {
     let wants = |o: Output| recipe.outputs.contains(&o);
     apt.prefetch(roots)?;
-    if need_rootfs && !recipe.packages.is_empty() {
+    if need_rootfs && !(recipe.packages.is_empty() && local_groups.is_empty()) {
         check_known(apt, recipe, "packages", &recipe.packages)?;
-        sets.push(("rootfs", apt.resolve(&recipe.packages, &recipe.exclude)?));
+        let mut groups: Vec<(String, Vec<String>)> = recipe
+            .packages
+            .iter()
+            .map(|p| ("the recipe".to_string(), vec![p.clone()]))
+            .collect();
+        groups.extend(local_groups.iter().cloned());
+        sets.push(("rootfs", apt.resolve_groups(groups, &recipe.exclude)?));
+    }
+    if let (true, Some(d)) = (wants(Output::Disk), &recipe.disk) {
+        let info = apt.show(&d.loader)?.ok_or_else(|| {
+            field_error(
+                recipe,
+                "disk.loader".into(),
+                format!("apt knows no package {}", d.loader),
+            )
+        })?;
+        sets.push(("loader", vec![info]));
     }
     if wants(Output::Initrd) {
         let spec = recipe.initrd.as_ref().expect("checked by Recipe::parse");
@@ -290,6 +345,7 @@ fn build_outputs(
     progress: &mut Progress,
     sets: &[(&str, Vec<PackageInfo>)],
     path_of: &BTreeMap<&str, &Path>,
+    master: Option<(String, PathBuf, Manifest)>,
 ) -> Result<Manifest> {
     let wants = |o: Output| recipe.outputs.contains(&o);
     let need_rootfs = wants(Output::Squashfs) || wants(Output::Tar) || wants(Output::Ext4);
@@ -363,8 +419,33 @@ fn build_outputs(
             }
             None => rootfs::merged_usr()?,
         };
-        let n = rootfs::unpack_all(&mut tree, &debs("rootfs"))?;
+        let mut n = rootfs::unpack_all(&mut tree, &debs("rootfs"))?;
+        for local in &recipe.local_debs {
+            n += deb::unpack(&local.path, &mut tree, |_| true)?;
+            let fields = local_fields(local)?;
+            let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+            manifest.inputs.push(Input {
+                name: field("Package"),
+                version: field("Version"),
+                arch: field("Architecture"),
+                role: "local".to_string(),
+                sha256: crate::apt::file_sha256(&local.path)?,
+                size: std::fs::metadata(&local.path)
+                    .map_err(|e| Error::io(&local.path, e))?
+                    .len(),
+            });
+        }
         rootfs::configure(&mut tree, recipe)?;
+        if let Some((dir, built, nested)) = &master {
+            for o in &nested.outputs {
+                let from = built.join(&o.name);
+                let data = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+                tree.insert(&format!("{dir}/{}", o.name), Node::file(0o644, data))?;
+            }
+            let from = built.join("manifest.json");
+            let data = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            tree.insert(&format!("{dir}/manifest.json"), Node::file(0o644, data))?;
+        }
         progress.detail(&format!(
             "{n} entries, {:.1} MiB of files",
             tree.data_size() as f64 / 1048576.0
@@ -539,6 +620,14 @@ fn build_outputs(
             f.write_all(&img).map_err(|e| Error::io("boot.scr", e))
         })?;
         manifest.add_output(&opts.out, "boot.scr")?;
+    }
+
+    if let (true, Some(spec)) = (wants(Output::Disk), &recipe.disk) {
+        progress.step("writing disk.img (GPT, EFI system partition, root) and disk.qcow2");
+        let loader = debs("loader")[0];
+        disk::write(&opts.out, spec, loader, epoch, &recipe.sha256)?;
+        manifest.add_output(&opts.out, "disk.img")?;
+        manifest.add_output(&opts.out, "disk.qcow2")?;
     }
 
     progress.step("writing manifest.json");

@@ -82,6 +82,44 @@ pub fn visit(deb: &Path, mut f: impl FnMut(Entry<'_>) -> Result<()>) -> Result<(
     Err(bad(deb, "no data.tar member"))
 }
 
+/// The `control` file of `deb`'s `control.tar.*` (its fields, as `dpkg-deb -f` shows them).
+pub fn control(deb: &Path) -> Result<String> {
+    let file = std::fs::File::open(deb).map_err(|e| Error::io(deb, e))?;
+    let mut ar = ar::Archive::new(std::io::BufReader::new(file));
+    while let Some(member) = ar.next_entry() {
+        let member = member.map_err(|e| bad(deb, format!("not an ar archive: {e}")))?;
+        let name = String::from_utf8_lossy(member.header().identifier()).to_string();
+        let reader: Box<dyn Read + '_> = match name.as_str() {
+            "control.tar" => Box::new(member),
+            "control.tar.xz" => Box::new(liblzma::read::XzDecoder::new(member)),
+            "control.tar.gz" => Box::new(flate2::read::GzDecoder::new(member)),
+            "control.tar.zst" => Box::new(
+                ruzstd::decoding::StreamingDecoder::new(member)
+                    .map_err(|e| bad(deb, format!("control.tar.zst: {e}")))?,
+            ),
+            _ => continue,
+        };
+        let mut text = None;
+        let label = name.clone();
+        visit_tar(
+            reader,
+            |m| bad(deb, format!("{label}: {m}")),
+            |e| {
+                if e.path == "control" && e.link == Link::File {
+                    let mut s = String::new();
+                    e.reader
+                        .read_to_string(&mut s)
+                        .map_err(|err| bad(deb, format!("{label}: control: {err}")))?;
+                    text = Some(s);
+                }
+                Ok(())
+            },
+        )?;
+        return text.ok_or_else(|| bad(deb, format!("{name} has no control file")));
+    }
+    Err(bad(deb, "no control.tar member"))
+}
+
 /// Calls `f` for every member of the tar stream `reader`, in archive order; `bad` turns a
 /// message (which names the member where there is one) into the caller's error.
 ///

@@ -81,11 +81,13 @@ pub fn auto_size(tree: &Tree) -> u64 {
 }
 
 /// A path as a debugfs argument (double-quoted); paths debugfs cannot quote are refused.
+/// A backslash is taken literally inside debugfs's quotes (systemd's unit names have them:
+/// `system-systemd\x2dcryptsetup.slice`).
 fn quoted(path: &str) -> Result<String> {
-    if path.contains(['"', '\n', '\\']) {
+    if path.contains(['"', '\n']) {
         return Err(Error::step(
             "ext4",
-            format!("/{path}: debugfs cannot name a path with '\"', '\\\\' or a newline"),
+            format!("/{path}: debugfs cannot name a path with '\"' or a newline"),
         ));
     }
     Ok(format!("\"/{path}\""))
@@ -198,7 +200,9 @@ fn write_in(
     let conf = scratch.join("mke2fs.conf");
     std::fs::write(&conf, MKE2FS_CONF).map_err(|e| Error::io(&conf, e))?;
     let size = spec.size.unwrap_or_else(|| auto_size(tree));
-    let inodes = (tree.len() as u64 + 16) * 5 / 4 + 64;
+    // Inodes for the tree and a quarter more; a recipe that sets a size (a root that is
+    // written to, like the appliance VM's) gets mke2fs's usual one per 16 KiB if that is more.
+    let inodes = ((tree.len() as u64 + 16) * 5 / 4 + 64).max(spec.size.unwrap_or(0) / 16384);
     let _ = std::fs::remove_file(image);
     let uuid = derived_uuid("ext4-uuid", recipe_sha256);
     let seed = derived_uuid("ext4-hash-seed", recipe_sha256);

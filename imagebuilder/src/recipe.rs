@@ -90,6 +90,9 @@ pub enum Output {
     Ext4,
     /// `dtbs/`: the kernel package's device trees, vendor folders kept.
     Dtbs,
+    /// `disk.img` and `disk.qcow2`: a UEFI-bootable disk (GPT, EFI system partition with
+    /// systemd-boot, the kernel and initrd, and `rootfs.ext4` as the root partition).
+    Disk,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +123,26 @@ struct RawRecipe {
     initrd: Option<RawInitrd>,
     boot: Option<RawBoot>,
     ext4: Option<RawExt4>,
+    #[serde(default)]
+    local_debs: Vec<String>,
+    master: Option<RawMaster>,
+    disk: Option<RawDisk>,
     outputs: Vec<Output>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMaster {
+    recipe: String,
+    dir: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    loader: String,
+    cmdline: String,
+    esp_size: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +353,113 @@ pub struct Ext4Spec {
     pub size: Option<u64>,
 }
 
+/// A `.deb` file of the recipe's own (`local_debs`), unpacked after the apt packages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDeb {
+    /// As the recipe writes it (a path relative to the recipe, `*` allowed in the file name).
+    pub written: String,
+    /// The one file it matched.
+    pub path: PathBuf,
+}
+
+/// Another recipe built first, its outputs copied into this one's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterSpec {
+    /// The nested recipe, checked.
+    pub recipe: Box<Recipe>,
+    /// Where its outputs go in this root filesystem (normalized, no leading `/`).
+    pub dir: String,
+}
+
+/// How the `disk` output is assembled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The package whose `systemd-boot<arch>.efi` boots the disk (`systemd-boot-efi`).
+    pub loader: String,
+    /// The kernel command line of the boot entry.
+    pub cmdline: String,
+    /// Size of the EFI system partition in bytes.
+    pub esp_size: u64,
+}
+
+/// Parses a size field (`ext4.size`, `disk.esp_size`): a number or a string with K, M or G.
+fn size_field(c: &Checker<'_>, field: &str, v: &serde_yaml_ng::Value, min: u64) -> Result<u64> {
+    let text = match v {
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        _ => String::new(),
+    };
+    parse_size(&text)
+        .filter(|b| *b >= min && *b % 4096 == 0)
+        .ok_or_else(|| {
+            c.err(
+                field,
+                format!(
+                    "{text:?} is not a size of at least {}M in whole 4K blocks (bytes, or a number with K, M or G)",
+                    min >> 20
+                ),
+            )
+        })
+}
+
+/// The one file `pattern` (relative to `dir`; `*` allowed in its file name only) names.
+fn match_one(dir: &Path, pattern: &str) -> std::result::Result<PathBuf, String> {
+    let full = dir.join(pattern);
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or("names no file")?;
+    let parent = full.parent().unwrap_or(Path::new("."));
+    if parent.to_string_lossy().contains('*') {
+        return Err("'*' is allowed in the file name only".into());
+    }
+    if !name.contains('*') {
+        return if full.is_file() {
+            Ok(full)
+        } else {
+            Err(format!("{}: no such file", full.display()))
+        };
+    }
+    let parts: Vec<&str> = name.split('*').collect();
+    let fits = |cand: &str| {
+        let (first, last) = (parts[0], parts[parts.len() - 1]);
+        if cand.len() < first.len() + last.len()
+            || !cand.starts_with(first)
+            || !cand.ends_with(last)
+        {
+            return false;
+        }
+        let mut rest = &cand[first.len()..cand.len() - last.len()];
+        for mid in &parts[1..parts.len() - 1] {
+            match rest.find(mid) {
+                Some(i) => rest = &rest[i + mid.len()..],
+                None => return false,
+            }
+        }
+        true
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| fits(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(format!("{} matches no file", full.display())),
+        n => Err(format!(
+            "{} matches {n} files ({}); keep one",
+            full.display(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// Parses an ext4 size: bytes, or a number with a binary suffix `K`, `M` or `G`.
 fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
@@ -387,6 +516,12 @@ pub struct Recipe {
     pub boot: Option<BootSpec>,
     /// ext4 image parameters (defaults when the recipe has no `ext4` section).
     pub ext4: Ext4Spec,
+    /// `.deb` files of the recipe's own, with their dependencies from apt.
+    pub local_debs: Vec<LocalDeb>,
+    /// A master image built first and shipped inside this root filesystem.
+    pub master: Option<MasterSpec>,
+    /// How the `disk` output is assembled.
+    pub disk: Option<DiskSpec>,
     /// Outputs wanted.
     pub outputs: BTreeSet<Output>,
 }
@@ -765,28 +900,57 @@ impl Recipe {
         let ext4 = match raw.ext4 {
             None => Ext4Spec::default(),
             Some(e) => {
-                let size = match e.size {
+                let size = match &e.size {
                     None => None,
-                    Some(v) => {
-                        let text = match &v {
-                            serde_yaml_ng::Value::Number(n) => n.to_string(),
-                            serde_yaml_ng::Value::String(s) => s.clone(),
-                            _ => String::new(),
-                        };
-                        let bytes = parse_size(&text)
-                            .filter(|b| *b >= 4 << 20 && *b % 4096 == 0)
-                            .ok_or_else(|| {
-                                c.err(
-                                    "ext4.size",
-                                    format!(
-                                        "{text:?} is not a size of at least 4M in whole 4K blocks (bytes, or a number with K, M or G)"
-                                    ),
-                                )
-                            })?;
-                        Some(bytes)
-                    }
+                    Some(v) => Some(size_field(&c, "ext4.size", v, 4 << 20)?),
                 };
                 Ext4Spec { size }
+            }
+        };
+        let mut local_debs = Vec::new();
+        for (i, written) in raw.local_debs.iter().enumerate() {
+            let path = match_one(dir, written).map_err(|m| c.err(format!("local_debs[{i}]"), m))?;
+            local_debs.push(LocalDeb {
+                written: written.clone(),
+                path,
+            });
+        }
+        let master = match raw.master {
+            None => None,
+            Some(m) => {
+                let path = dir.join(&m.recipe);
+                let nested = Recipe::load(&path)
+                    .map_err(|e| c.err("master.recipe", format!("{}: {e}", path.display())))?;
+                if nested.master.is_some() {
+                    return Err(c.err("master.recipe", "a master recipe may not nest another"));
+                }
+                Some(MasterSpec {
+                    recipe: Box::new(nested),
+                    dir: c.path("master.dir", &m.dir)?,
+                })
+            }
+        };
+        let disk = match raw.disk {
+            None => None,
+            Some(d) => {
+                if !valid_package_name(&d.loader) {
+                    return Err(c.err(
+                        "disk.loader",
+                        format!("{:?} is not a Debian package name", d.loader),
+                    ));
+                }
+                if d.cmdline.contains('\n') || d.cmdline.trim().is_empty() {
+                    return Err(c.err("disk.cmdline", "must be one non-empty line"));
+                }
+                let esp_size = match &d.esp_size {
+                    None => 128 << 20,
+                    Some(v) => size_field(&c, "disk.esp_size", v, 32 << 20)?,
+                };
+                Some(DiskSpec {
+                    loader: d.loader,
+                    cmdline: d.cmdline.trim().to_string(),
+                    esp_size,
+                })
             }
         };
         let mut outputs = BTreeSet::new();
@@ -834,6 +998,32 @@ impl Recipe {
         if outputs.contains(&Output::Kernel) && kernel.is_none() {
             return Err(c.err("kernel", "the kernel output needs kernel.package"));
         }
+        if outputs.contains(&Output::Disk) {
+            if disk.is_none() {
+                return Err(c.err("disk", "the disk output needs a disk section"));
+            }
+            for (o, name) in [
+                (Output::Ext4, "ext4"),
+                (Output::Kernel, "kernel"),
+                (Output::Initrd, "initrd"),
+            ] {
+                if !outputs.contains(&o) {
+                    return Err(c.err(
+                        "outputs",
+                        format!("disk is made of ext4, kernel and initrd: add {name}"),
+                    ));
+                }
+            }
+            if arch != Arch::Amd64 {
+                return Err(c.err(
+                    "outputs",
+                    format!(
+                        "disk: UEFI disks are built for amd64, not {}",
+                        arch.debian()
+                    ),
+                ));
+            }
+        }
         Ok(Recipe {
             name: name.to_string(),
             sha256: hex(&Sha256::digest(text)),
@@ -854,6 +1044,9 @@ impl Recipe {
             initrd,
             boot,
             ext4,
+            local_debs,
+            master,
+            disk,
             outputs,
         })
     }
@@ -1088,5 +1281,69 @@ mod tests {
             e,
             "recipe.yaml: kernel: the dtbs output needs kernel.package"
         );
+    }
+
+    const DISK: &str = "arch: amd64\nsuite: bookworm\npackages: [systemd]\nkernel: {package: linux-image-amd64}\ninitrd: {packages: [busybox-static]}\n";
+
+    #[test]
+    fn disk_needs_its_section_its_parts_and_amd64() {
+        let no_section = format!("{DISK}outputs: [ext4, kernel, initrd, disk]\n");
+        assert_eq!(
+            err(&no_section),
+            "recipe.yaml: disk: the disk output needs a disk section"
+        );
+        let section = "disk: {loader: systemd-boot-efi, cmdline: \"console=ttyS0\"}\n";
+        let no_initrd = format!("{DISK}{section}outputs: [ext4, kernel, disk]\n");
+        assert_eq!(
+            err(&no_initrd),
+            "recipe.yaml: outputs: disk is made of ext4, kernel and initrd: add initrd"
+        );
+        let arm = format!("{DISK}{section}outputs: [ext4, kernel, initrd, disk]\n")
+            .replace("amd64", "arm64");
+        assert!(err(&arm).contains("UEFI disks are built for amd64, not arm64"));
+        let small = format!(
+            "{DISK}disk: {{loader: systemd-boot-efi, cmdline: x, esp_size: 8M}}\noutputs: [ext4, kernel, initrd, disk]\n"
+        );
+        assert!(err(&small)
+            .starts_with("recipe.yaml: disk.esp_size: \"8M\" is not a size of at least 32M"));
+        let good = format!("{DISK}{section}outputs: [ext4, kernel, initrd, disk]\n");
+        let r = parse(&good).unwrap();
+        let d = r.disk.unwrap();
+        assert_eq!(
+            (d.loader.as_str(), d.esp_size),
+            ("systemd-boot-efi", 128 << 20)
+        );
+    }
+
+    #[test]
+    fn local_debs_match_exactly_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |pattern: &str| {
+            format!("arch: amd64\nsuite: bookworm\npackages: [systemd]\nlocal_debs: [{pattern}]\noutputs: [tar]\n")
+        };
+        let load = |t: String| Recipe::parse("r.yaml", dir.path(), t.as_bytes());
+        let e = load(text("debs/labboot_*_amd64.deb"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.yaml: local_debs[0]: "), "{e}");
+        std::fs::create_dir(dir.path().join("debs")).unwrap();
+        let e = load(text("debs/labboot_*_amd64.deb"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("matches no file"), "{e}");
+        std::fs::write(dir.path().join("debs/labboot_0.1.0_amd64.deb"), b"x").unwrap();
+        std::fs::write(dir.path().join("debs/labboot_0.1.0_arm64.deb"), b"x").unwrap();
+        let r = load(text("debs/labboot_*_amd64.deb")).unwrap();
+        assert_eq!(
+            r.local_debs[0].path,
+            dir.path().join("debs/labboot_0.1.0_amd64.deb")
+        );
+        std::fs::write(dir.path().join("debs/labboot_0.2.0_amd64.deb"), b"x").unwrap();
+        let e = load(text("debs/labboot_*_amd64.deb"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("matches 2 files"), "{e}");
+        let e = load(text("d*/labboot.deb")).unwrap_err().to_string();
+        assert!(e.contains("'*' is allowed in the file name only"), "{e}");
     }
 }

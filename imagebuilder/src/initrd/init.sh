@@ -58,6 +58,31 @@ case "$root" in
 nfs:*) load_modules /etc/labboot/modules.nfs ;;
 esac
 
+# labboot.root=disk:LABEL=…|UUID=…: a local ext4 root (the appliance VM). Mounted read-only
+# as distributions do: systemd checks it and remounts it read-write from /etc/fstab.
+case "$root" in
+disk:*)
+	step=root
+	spec=${root#disk:}
+	dev=
+	tries=0
+	while [ -z "$dev" ] && [ "$tries" -lt 100 ]; do
+		dev=$(findfs "$spec" 2>/dev/null)
+		[ -n "$dev" ] || sleep 0.1
+		tries=$((tries + 1))
+	done
+	[ -n "$dev" ] || fail "no disk has $spec (labboot.root=$root)"
+	mkdir -p /newroot
+	mount -t ext4 -o ro "$dev" /newroot || fail "mount $dev ($spec) read-only"
+	echo "labboot-initrd: root $dev ($spec)"
+	step=switch_root
+	mount --move /dev /newroot/dev || fail "mount --move /dev"
+	umount /sys
+	umount /proc
+	exec switch_root /newroot /sbin/init
+	;;
+esac
+
 step=network
 iface=
 tries=0
@@ -105,7 +130,7 @@ nfs:*)
 		fail "mount nfs $spec read-only"
 	lower="nfs:$spec"
 	;;
-*) fail "labboot.root=$root is not nbd:HOST:PORT/EXPORT, nfs:HOST:/PATH or ramdisk" ;;
+*) fail "labboot.root=$root is not nbd:HOST:PORT/EXPORT, nfs:HOST:/PATH, disk:LABEL=… or ramdisk" ;;
 esac
 
 step=overlay
