@@ -1,7 +1,7 @@
 # labboot: the two commands an admin or CI needs. Both install what is missing first.
 CARGO ?= cargo
 
-.PHONY: setup demo test lint build fuzz-smoke deb deb-test
+.PHONY: setup demo test lint build fuzz-smoke deb deb-test vm-test
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,12 @@ deb: setup
 # The package's install test alone (also part of `make test`): root, mmdebstrap, lintian.
 deb-test: setup
 	@bash scripts/deb-test.sh
+
+# The appliance VM image (tests/tests/appliance_vm.rs): the release package, the image built twice
+# (same sha256), booted under QEMU with OVMF; a virtual arm64 board boots the master from it and
+# a job runs through its API. About 10 minutes: not part of `make test`.
+vm-test: setup
+	$(CARGO) test -p labboot-tests --test appliance_vm -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

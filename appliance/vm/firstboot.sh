@@ -11,7 +11,9 @@
 #   2. the kernel command line: labboot.KEY=VALUE.
 # Keys: interface (a name like ens4, or the NIC's MAC address), address (the appliance on the
 # lab network, CIDR: 10.78.0.1/24), pool (the boards' DHCP range: 10.78.0.100-10.78.0.199),
-# token (the API token, 8 or more characters), http_listen (default 0.0.0.0:8080).
+# token (the API token, 8 or more characters), http_listen (default 0.0.0.0:8080),
+# root_password_hash (root's password as crypt(3) makes it, e.g. `openssl passwd -6`; root's
+# login is locked otherwise).
 #
 # Runs once: when it has written the config it leaves /var/lib/labboot-firstboot.done (delete it
 # to run again at the next boot). With no drive and no labboot.* settings it changes nothing.
@@ -54,7 +56,7 @@ echo >>"$conf"
 from_cmdline=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
-	labboot.interface=* | labboot.address=* | labboot.pool=* | labboot.token=* | labboot.http_listen=*)
+	labboot.interface=* | labboot.address=* | labboot.pool=* | labboot.token=* | labboot.http_listen=* | labboot.root_password_hash=*)
 		echo "${arg#labboot.}" >>"$conf"
 		from_cmdline=yes
 		;;
@@ -73,8 +75,8 @@ get() {
 }
 for key in $(sed -n 's/^[[:space:]]*\([A-Za-z_]*\)[[:space:]]*=.*/\1/p' "$conf"); do
 	case "$key" in
-	interface | address | pool | token | http_listen) ;;
-	*) die "labboot.conf: unknown key $key (keys: interface, address, pool, token, http_listen)" ;;
+	interface | address | pool | token | http_listen | root_password_hash) ;;
+	*) die "labboot.conf: unknown key $key (keys: interface, address, pool, token, http_listen, root_password_hash)" ;;
 	esac
 done
 interface=$(get interface)
@@ -82,6 +84,7 @@ address=$(get address)
 pool=$(get pool)
 token=$(get token)
 http_listen=$(get http_listen)
+root_password_hash=$(get root_password_hash)
 [ -n "$http_listen" ] || http_listen=0.0.0.0:8080
 
 [ -n "$interface" ] || die "interface: missing (the lab NIC's name, e.g. ens4, or its MAC address)"
@@ -158,5 +161,9 @@ EOF
 install -d -m 0750 -o labboot -g labboot /var/lib/labboot /var/lib/labboot/tftp
 install -m 0640 -o root -g labboot "$yaml" /etc/labboot/appliance.yaml
 rm -f "$yaml"
+if [ -n "$root_password_hash" ]; then
+	usermod -p "$root_password_hash" root || die "root_password_hash: usermod refused it"
+	say "root's password set"
+fi
 echo "$source" >/var/lib/labboot-firstboot.done
 say "lab interface $interface at $address; /etc/labboot/appliance.yaml written"

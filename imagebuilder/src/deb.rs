@@ -55,6 +55,29 @@ fn bad(deb: &Path, msg: impl std::fmt::Display) -> Error {
     Error::package(&name, msg.to_string())
 }
 
+/// The decompressed tar stream of ar member `name` when it is `stem` (`data.tar`,
+/// `control.tar`) with no compression, xz, gzip or zstd; `None` for any other member.
+fn tar_member<'a>(
+    deb: &Path,
+    stem: &str,
+    name: &str,
+    member: impl Read + 'a,
+) -> Result<Option<Box<dyn Read + 'a>>> {
+    let Some(suffix) = name.strip_prefix(stem) else {
+        return Ok(None);
+    };
+    Ok(Some(match suffix {
+        "" => Box::new(member),
+        ".xz" => Box::new(liblzma::read::XzDecoder::new(member)),
+        ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
+        ".zst" => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(member)
+                .map_err(|e| bad(deb, format!("{name}: {e}")))?,
+        ),
+        _ => return Err(bad(deb, format!("unsupported payload {name}"))),
+    }))
+}
+
 /// Calls `f` for every member of `deb`'s `data.tar.*`, in archive order.
 pub fn visit(deb: &Path, mut f: impl FnMut(Entry<'_>) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(deb).map_err(|e| Error::io(deb, e))?;
@@ -62,18 +85,8 @@ pub fn visit(deb: &Path, mut f: impl FnMut(Entry<'_>) -> Result<()>) -> Result<(
     while let Some(member) = ar.next_entry() {
         let member = member.map_err(|e| bad(deb, format!("not an ar archive: {e}")))?;
         let name = String::from_utf8_lossy(member.header().identifier()).to_string();
-        let reader: Box<dyn Read + '_> = match name.as_str() {
-            "data.tar" => Box::new(member),
-            "data.tar.xz" => Box::new(liblzma::read::XzDecoder::new(member)),
-            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(member)),
-            "data.tar.zst" => Box::new(
-                ruzstd::decoding::StreamingDecoder::new(member)
-                    .map_err(|e| bad(deb, format!("data.tar.zst: {e}")))?,
-            ),
-            n if n.starts_with("data.tar") => {
-                return Err(bad(deb, format!("unsupported payload {n}")))
-            }
-            _ => continue,
+        let Some(reader) = tar_member(deb, "data.tar", &name, member)? else {
+            continue;
         };
         let label = name.clone();
         visit_tar(reader, |m| bad(deb, format!("{label}: {m}")), &mut f)?;
@@ -89,15 +102,8 @@ pub fn control(deb: &Path) -> Result<String> {
     while let Some(member) = ar.next_entry() {
         let member = member.map_err(|e| bad(deb, format!("not an ar archive: {e}")))?;
         let name = String::from_utf8_lossy(member.header().identifier()).to_string();
-        let reader: Box<dyn Read + '_> = match name.as_str() {
-            "control.tar" => Box::new(member),
-            "control.tar.xz" => Box::new(liblzma::read::XzDecoder::new(member)),
-            "control.tar.gz" => Box::new(flate2::read::GzDecoder::new(member)),
-            "control.tar.zst" => Box::new(
-                ruzstd::decoding::StreamingDecoder::new(member)
-                    .map_err(|e| bad(deb, format!("control.tar.zst: {e}")))?,
-            ),
-            _ => continue,
+        let Some(reader) = tar_member(deb, "control.tar", &name, member)? else {
+            continue;
         };
         let mut text = None;
         let label = name.clone();
@@ -317,6 +323,25 @@ mod tests {
     #[test]
     fn unpacks_zstd_payload() {
         check("zstd");
+    }
+
+    /// dpkg-deb compresses control.tar like the payload: each is read back.
+    #[test]
+    fn control_fields_in_every_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in ["xz", "gzip", "zstd", "none"] {
+            let deb = build_deb(dir.path(), c);
+            let text = control(&deb).unwrap();
+            let fields = &crate::apt::parse_stanzas(&text)[0];
+            assert_eq!(fields["Package"], "labboot-test", "{c}");
+            assert_eq!(fields["Version"], "1.0", "{c}");
+        }
+        let junk = dir.path().join("junk.deb");
+        std::fs::write(&junk, b"!<arch>\n").unwrap();
+        assert!(control(&junk)
+            .unwrap_err()
+            .to_string()
+            .contains("no control.tar member"));
     }
 
     #[test]

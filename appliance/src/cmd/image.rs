@@ -13,7 +13,7 @@ use imagebuilder::recipe::Recipe;
 /// `labboot image …` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build a recipe's outputs: rootfs.squashfs, rootfs.tar.gz, rootfs.ext4, initrd.cpio.gz, vmlinuz, dtbs/, boot.scr, manifest.json.
+    /// Build a recipe's outputs: rootfs.squashfs, rootfs.tar.gz, rootfs.ext4, initrd.cpio.gz, vmlinuz, dtbs/, boot.scr, disk.img + disk.qcow2 (the appliance VM), manifest.json.
     Build(BuildArgs),
 }
 

@@ -1,0 +1,353 @@
+//! The appliance VM image, end to end (`make vm-test`; `make test` skips it: it builds the
+//! release package and the image twice, about 10 minutes on 2 cores).
+//!
+//! 1. `scripts/deb.sh` builds the package; `labboot image build appliance/vm/recipe.yaml` runs
+//!    twice into two directories: `disk.img` and `disk.qcow2` must have the same sha256.
+//! 2. The image boots in `qemu-system-x86_64` with OVMF: its lab NIC on a tap bridged, inside a
+//!    private namespace, with the board's tap; its second NIC user-mode with a port forward to
+//!    the API; a config drive labelled LABBOOT gives the lab settings.
+//! 3. Through the port forward, as an admin would: the board is added (`POST /boards`), its
+//!    card downloaded (`POST /boards/{id}/sdcard`); the QEMU arm64 board boots U-Boot from the
+//!    card, then the master from the VM; its agent checks in; a job submitted with
+//!    `labboot job submit --wait` completes.
+//!
+//! KVM runs the VM where it can run firmware; this machine's /dev/kvm is PVM (kvm_pvm), which
+//! runs only PVM-aware 64-bit guest kernels, so there the VM runs under TCG and says so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use labboot_tests::appliance::agent_job;
+use labboot_tests::binary::labboot_bin;
+use labboot_tests::netns::Netns;
+use labboot_tests::qemu::Board;
+use labboot_tests::require;
+
+const TOKEN: &str = "vm-test-admin-token";
+const API_PORT: u16 = 18080;
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+const BOARD: &str = "vm-board-1";
+const LAB_MAC: &str = "52:54:00:4c:42:02";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// sha256 of the outputs named in a build's manifest.json.
+fn output_sha(dir: &Path, name: &str) -> String {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    m["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {}/manifest.json", dir.display()))["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn build_image(out: &Path) -> Duration {
+    let _ = std::fs::remove_dir_all(out);
+    let began = Instant::now();
+    run(Command::new(labboot_bin())
+        .current_dir(repo())
+        .args([
+            "image",
+            "build",
+            "appliance/vm/recipe.yaml",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out));
+    began.elapsed()
+}
+
+/// `-accel` and `-cpu`: KVM unless /dev/kvm is missing or is PVM, which cannot run firmware.
+fn accel() -> (&'static str, &'static str, &'static str) {
+    if !Path::new("/dev/kvm").exists() {
+        ("tcg", "max", "no /dev/kvm")
+    } else if Path::new("/sys/module/kvm_pvm").exists() {
+        (
+            "tcg",
+            "max",
+            "/dev/kvm is PVM (kvm_pvm), which cannot run UEFI firmware",
+        )
+    } else {
+        ("kvm", "host", "KVM")
+    }
+}
+
+/// The appliance VM's QEMU, killed on drop; its serial console goes to a file.
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+}
+
+impl Vm {
+    fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl` inside the namespace against the VM's API: (status, body).
+fn api(ns: &Netns, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut cmd = ns.command("curl");
+    cmd.args(["-sS", "-m", "20", "-X", method, "-w", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{API_PORT}/api/v1{path}"));
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn wait_until(what: &str, timeout: Duration, vm: &Vm, mut f: impl FnMut() -> bool) -> Duration {
+    let began = Instant::now();
+    while !f() {
+        assert!(
+            began.elapsed() < timeout,
+            "{what}: not within {timeout:?}; the VM's serial console:\n{}",
+            vm.serial()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    began.elapsed()
+}
+
+#[test]
+#[ignore = "make vm-test: builds the release package and the VM image twice (about 10 minutes)"]
+fn appliance_vm_boots_and_serves_a_board() {
+    assert!(
+        require::root(),
+        "make vm-test runs as root (taps, namespaces)"
+    );
+    for tool in [
+        "qemu-system-x86_64",
+        "qemu-system-aarch64",
+        "mformat",
+        "curl",
+    ] {
+        assert!(require::tool(tool), "{tool} is missing: run make setup");
+    }
+    assert!(
+        Path::new(OVMF).exists(),
+        "{OVMF} is missing (ovmf): run make setup"
+    );
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+
+    // 1. The package, then the image twice.
+    let began = Instant::now();
+    run(Command::new("bash")
+        .current_dir(repo())
+        .arg("scripts/deb.sh"));
+    eprintln!("vm: package built in {:?}", began.elapsed());
+    let (a, b) = (tmp.join("vm-image-a"), tmp.join("vm-image-b"));
+    let first = build_image(&a);
+    let second = build_image(&b);
+    for name in ["disk.img", "disk.qcow2"] {
+        let (sa, sb) = (output_sha(&a, name), output_sha(&b, name));
+        assert_eq!(sa, sb, "{name}: two builds differ");
+        let size = std::fs::metadata(a.join(name)).unwrap().len();
+        eprintln!("vm: {name} {size} bytes, sha256 {sa} in both builds");
+    }
+    eprintln!("vm: image built in {first:?}, again in {second:?}");
+    std::fs::remove_dir_all(&a).unwrap();
+
+    // 2. The config drive, the lab network, the VM.
+    let work = tempfile::Builder::new()
+        .prefix("labboot-vm-")
+        .tempdir()
+        .unwrap();
+    let w = work.path();
+    let drive = w.join("config.img");
+    std::fs::File::create(&drive)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    run(Command::new("mformat")
+        .arg("-i")
+        .arg(&drive)
+        .args(["-v", "LABBOOT", "::"]));
+    std::fs::write(
+        w.join("labboot.conf"),
+        format!(
+            "# lab settings for the test\ninterface={LAB_MAC}\naddress=10.81.0.1/24\n\
+             pool=10.81.0.100-10.81.0.150\ntoken={TOKEN}\n"
+        ),
+    )
+    .unwrap();
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&drive)
+        .arg(w.join("labboot.conf"))
+        .arg("::/labboot.conf"));
+
+    let ns = Netns::new("vmt").unwrap();
+    for args in [
+        &["link", "add", "labbr0", "type", "bridge"][..],
+        &["link", "set", "labbr0", "up"],
+        &["link", "set", "lo", "up"],
+        &["tuntap", "add", "dev", "vmlab0", "mode", "tap"],
+        &["link", "set", "vmlab0", "master", "labbr0", "up"],
+        &["tuntap", "add", "dev", "brdtap0", "mode", "tap"],
+        &["link", "set", "brdtap0", "master", "labbr0", "up"],
+    ] {
+        ns.ip(args).unwrap();
+    }
+    let (accel, cpu, why) = accel();
+    eprintln!("vm: QEMU accelerator {accel} ({why})");
+    let serial = w.join("vm-serial.log");
+    let child = ns
+        .command("qemu-system-x86_64")
+        .args([
+            "-accel", accel, "-cpu", cpu, "-machine", "q35", "-m", "1536", "-smp", "2",
+        ])
+        .args([
+            "-bios",
+            OVMF,
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nodefaults",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,snapshot=on",
+            b.join("disk.qcow2").display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=raw,readonly=on",
+            drive.display()
+        ))
+        .args([
+            "-netdev",
+            &format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{API_PORT}-:8080"),
+        ])
+        .args([
+            "-device",
+            "virtio-net-pci,netdev=mgmt,mac=52:54:00:4c:42:01",
+        ])
+        .args([
+            "-netdev",
+            "tap,id=lab,ifname=vmlab0,script=no,downscript=no",
+        ])
+        .args([
+            "-device",
+            &format!("virtio-net-pci,netdev=lab,mac={LAB_MAC}"),
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    let vm = Vm { child, serial };
+    let up = wait_until(
+        "the VM's API answers",
+        Duration::from_secs(900),
+        &vm,
+        || api(&ns, "GET", "/appliances", None).0 == 200,
+    );
+    eprintln!("vm: API up {up:?} after power-on");
+    let console = vm.serial();
+    assert!(
+        console.contains("labboot-firstboot: settings from config drive"),
+        "{console}"
+    );
+
+    // 3. A board added, its card, its boot, a job.
+    let (code, body) = api(
+        &ns,
+        "POST",
+        "/boards",
+        Some(&format!(
+            r#"{{"id": "{BOARD}", "device_type": "labboot-qemu-arm64"}}"#
+        )),
+    );
+    assert_eq!(code, 201, "{body}");
+    let added: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = added["token"]
+        .as_str()
+        .expect("the board's token")
+        .to_string();
+    let card = w.join("card.img");
+    let out = ns
+        .command("curl")
+        .args(["-sS", "-f", "-m", "60", "-X", "POST", "-o"])
+        .arg(&card)
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(format!(r#"{{"token": "{token}", "arch": "arm64"}}"#))
+        .arg(format!(
+            "http://127.0.0.1:{API_PORT}/api/v1/boards/{BOARD}/sdcard"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let board = Board::boot_card(&ns, &card, "brdtap0").unwrap();
+    let online = wait_until(
+        "the board checks in from the master",
+        Duration::from_secs(900),
+        &vm,
+        || {
+            let (_, b) = api(&ns, "GET", &format!("/boards/{BOARD}"), None);
+            b.contains("\"health\":\"online\"") || b.contains("\"health\": \"online\"")
+        },
+    );
+    eprintln!("vm: board {BOARD} online {online:?} after its power-on");
+    let job = w.join("job.yaml");
+    std::fs::write(&job, agent_job()).unwrap();
+    let began = Instant::now();
+    let out = ns
+        .command(labboot_bin())
+        .args(["job", "submit", "--wait", "--json"])
+        .arg(&job)
+        .args(["--server", &format!("http://127.0.0.1:{API_PORT}")])
+        .args(["--token", TOKEN])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        panic!(
+            "the job did not complete: {text}\n{}\nboard console:\n{}\nVM console:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            board.power_off(),
+            vm.serial()
+        );
+    }
+    eprintln!("vm: job complete in {:?}: {text}", began.elapsed());
+    std::fs::remove_dir_all(&b).unwrap();
+}
