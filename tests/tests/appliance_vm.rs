@@ -117,10 +117,10 @@ impl Drop for Vm {
 }
 
 /// `curl` inside the namespace against the VM's API: (status, body).
-fn api(ns: &Netns, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+fn api_as(ns: &Netns, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut cmd = ns.command("curl");
     cmd.args(["-sS", "-m", "20", "-X", method, "-w", "\n%{http_code}"])
-        .args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+        .args(["-H", &format!("Authorization: Bearer {token}")]);
     if let Some(b) = body {
         cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
     }
@@ -129,6 +129,54 @@ fn api(ns: &Netns, method: &str, path: &str, body: Option<&str>) -> (u16, String
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// [`api_as`] with the admin token of the config drive.
+fn api(ns: &Netns, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    api_as(ns, TOKEN, method, path, body)
+}
+
+/// Starts the appliance VM in `ns` from `disk` (a snapshot: the image is not written), its
+/// second NIC on the lab bridge's tap `vmlab0`, the first forwarding the API; `extra` adds a
+/// config drive or a kernel to boot.
+fn start_vm(ns: &Netns, disk: &Path, extra: &[String], serial: PathBuf) -> Vm {
+    let (accel, cpu, _) = accel();
+    let child = ns
+        .command("qemu-system-x86_64")
+        .args([
+            "-accel", accel, "-cpu", cpu, "-machine", "q35", "-m", "1536",
+        ])
+        .args([
+            "-smp", "2", "-bios", OVMF, "-display", "none", "-monitor", "none",
+        ])
+        .arg("-nodefaults")
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,snapshot=on", disk.display()))
+        .args(extra)
+        .args([
+            "-netdev",
+            &format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{API_PORT}-:8080"),
+        ])
+        .args([
+            "-device",
+            "virtio-net-pci,netdev=mgmt,mac=52:54:00:4c:42:01",
+        ])
+        .args([
+            "-netdev",
+            "tap,id=lab,ifname=vmlab0,script=no,downscript=no",
+        ])
+        .args([
+            "-device",
+            &format!("virtio-net-pci,netdev=lab,mac={LAB_MAC}"),
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-system-x86_64");
+    Vm { child, serial }
 }
 
 fn wait_until(what: &str, timeout: Duration, vm: &Vm, mut f: impl FnMut() -> bool) -> Duration {
@@ -224,57 +272,17 @@ fn appliance_vm_boots_and_serves_a_board() {
     ] {
         ns.ip(args).unwrap();
     }
-    let (accel, cpu, why) = accel();
+    let (accel, _, why) = accel();
     eprintln!("vm: QEMU accelerator {accel} ({why})");
-    let serial = w.join("vm-serial.log");
-    let child = ns
-        .command("qemu-system-x86_64")
-        .args([
-            "-accel", accel, "-cpu", cpu, "-machine", "q35", "-m", "1536", "-smp", "2",
-        ])
-        .args([
-            "-bios",
-            OVMF,
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-nodefaults",
-        ])
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=virtio,snapshot=on",
-            b.join("disk.qcow2").display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "file={},if=virtio,format=raw,readonly=on",
-            drive.display()
-        ))
-        .args([
-            "-netdev",
-            &format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{API_PORT}-:8080"),
-        ])
-        .args([
-            "-device",
-            "virtio-net-pci,netdev=mgmt,mac=52:54:00:4c:42:01",
-        ])
-        .args([
-            "-netdev",
-            "tap,id=lab,ifname=vmlab0,script=no,downscript=no",
-        ])
-        .args([
-            "-device",
-            &format!("virtio-net-pci,netdev=lab,mac={LAB_MAC}"),
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qemu-system-x86_64");
-    let vm = Vm { child, serial };
+    let vm = start_vm(
+        &ns,
+        &b.join("disk.qcow2"),
+        &[
+            "-drive".into(),
+            format!("file={},if=virtio,format=raw,readonly=on", drive.display()),
+        ],
+        w.join("vm-serial.log"),
+    );
     let up = wait_until(
         "the VM's API answers",
         Duration::from_secs(900),
@@ -349,5 +357,46 @@ fn appliance_vm_boots_and_serves_a_board() {
         );
     }
     eprintln!("vm: job complete in {:?}: {text}", began.elapsed());
+    drop(board);
+    drop(vm);
+
+    // 4. The kernel command line instead of a drive, on a fresh copy of the disk: QEMU boots
+    //    the image's own kernel and initrd with the settings appended.
+    let token = "vm-test-cmdline-token";
+    let append = format!(
+        "labboot.root=disk:LABEL=labboot-root console=ttyS0,115200 labboot.interface={LAB_MAC} \
+         labboot.address=10.82.0.1/24 labboot.pool=10.82.0.100-10.82.0.120 labboot.token={token}"
+    );
+    let vm = start_vm(
+        &ns,
+        &b.join("disk.qcow2"),
+        &[
+            "-kernel".into(),
+            b.join("vmlinuz").display().to_string(),
+            "-initrd".into(),
+            b.join("initrd.cpio.gz").display().to_string(),
+            "-append".into(),
+            append,
+        ],
+        w.join("vm2-serial.log"),
+    );
+    let up = wait_until(
+        "the VM's API answers with the command line's token",
+        Duration::from_secs(900),
+        &vm,
+        || api_as(&ns, token, "GET", "/appliances", None).0 == 200,
+    );
+    let console = vm.serial();
+    assert!(
+        console.contains("labboot-firstboot: settings from the kernel command line"),
+        "{console}"
+    );
+    assert!(
+        console.contains("lab interface ") && console.contains(" at 10.82.0.1/24"),
+        "{console}"
+    );
+    assert_eq!(api(&ns, "GET", "/appliances", None).0, 401);
+    eprintln!("vm: configured from the kernel command line, API up {up:?} after power-on");
+    drop(vm);
     std::fs::remove_dir_all(&b).unwrap();
 }
