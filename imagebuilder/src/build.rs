@@ -217,6 +217,16 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
         roots.extend(recipe.packages.iter().cloned());
         for local in &recipe.local_debs {
             let fields = local_fields(local)?;
+            let arch = fields.get("Architecture").map_or("", String::as_str);
+            if arch != recipe.arch.debian() && arch != "all" {
+                return Err(Error::package(
+                    &local.written,
+                    format!(
+                        "is a package for {arch:?}; the recipe builds {}",
+                        recipe.arch.debian()
+                    ),
+                ));
+            }
             for field in ["Pre-Depends", "Depends"] {
                 for group in crate::apt::parse_depends(fields.get(field).map_or("", |v| v)) {
                     roots.extend(group.iter().cloned());

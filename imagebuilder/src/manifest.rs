@@ -28,7 +28,8 @@ pub struct Input {
     pub version: String,
     /// Architecture (`all` for arch-independent packages).
     pub arch: String,
-    /// What it went into: `rootfs`, `initrd` or `kernel`.
+    /// What it went into: `rootfs`, `initrd`, `kernel`, `loader` (the disk's boot loader) or
+    /// `local` (one of the recipe's own `.deb` files, unpacked into the rootfs).
     pub role: String,
     /// sha256 of the `.deb`.
     pub sha256: String,
@@ -88,7 +89,7 @@ pub struct Manifest {
     pub base: Option<BaseRef>,
     /// Kernel version of the modules, if a kernel was used.
     pub kernel_version: Option<String>,
-    /// Input packages, sorted by role then name.
+    /// Input packages: rootfs, initrd, kernel and loader by name, then local in the recipe's order.
     pub inputs: Vec<Input>,
     /// Recipe files read from disk.
     pub files: Vec<SourceFile>,

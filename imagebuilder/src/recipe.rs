@@ -439,7 +439,13 @@ fn match_one(dir: &Path, pattern: &str) -> std::result::Result<PathBuf, String> 
         true
     };
     let mut found: Vec<PathBuf> = std::fs::read_dir(parent)
-        .map_err(|e| format!("{}: {e}", parent.display()))?
+        .map_err(|e| {
+            format!(
+                "{} matches no file ({}: {e})",
+                full.display(),
+                parent.display()
+            )
+        })?
         .filter_map(|e| e.ok())
         .filter(|e| fits(&e.file_name().to_string_lossy()))
         .map(|e| e.path())

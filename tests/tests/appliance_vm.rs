@@ -192,6 +192,66 @@ fn wait_until(what: &str, timeout: Duration, vm: &Vm, mut f: impl FnMut() -> boo
     began.elapsed()
 }
 
+/// In `make test`: the VM recipe checks (`labboot image build --check`, in a copy of the tree
+/// with a stand-in package, so no `make deb` is needed) and the first-boot script parses.
+#[test]
+fn vm_recipe_and_first_boot_script_check() {
+    let copy = tempfile::tempdir().unwrap();
+    let c = copy.path();
+    for (from, to) in [
+        ("appliance/vm/recipe.yaml", "appliance/vm/recipe.yaml"),
+        ("appliance/vm/firstboot.sh", "appliance/vm/firstboot.sh"),
+        (
+            "appliance/vm/labboot-firstboot.service",
+            "appliance/vm/labboot-firstboot.service",
+        ),
+        (
+            "imagebuilder/recipes/master-arm64.yaml",
+            "imagebuilder/recipes/master-arm64.yaml",
+        ),
+        (
+            "imagebuilder/recipes/labboot-agent.sh",
+            "imagebuilder/recipes/labboot-agent.sh",
+        ),
+    ] {
+        std::fs::create_dir_all(c.join(to).parent().unwrap()).unwrap();
+        std::fs::copy(repo().join(from), c.join(to)).unwrap();
+    }
+    let check = || {
+        Command::new(labboot_bin())
+            .args(["image", "build", "--check"])
+            .arg(c.join("appliance/vm/recipe.yaml"))
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("local_debs[0]") && err.contains("matches no file"),
+        "{err}"
+    );
+    std::fs::create_dir_all(c.join("target/debian")).unwrap();
+    std::fs::write(
+        c.join("target/debian/labboot_9.9.9_amd64.deb"),
+        b"!<arch>\n",
+    )
+    .unwrap();
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("ok: initrd, kernel, ext4, disk for amd64")
+            && text.contains("1 local .debs, master"),
+        "{text}"
+    );
+    for shell in ["dash", "bash"] {
+        run(Command::new(shell)
+            .arg("-n")
+            .arg(repo().join("appliance/vm/firstboot.sh")));
+    }
+}
+
 #[test]
 #[ignore = "make vm-test: builds the release package and the VM image twice (about 10 minutes)"]
 fn appliance_vm_boots_and_serves_a_board() {

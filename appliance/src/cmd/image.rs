@@ -23,8 +23,12 @@ pub struct BuildArgs {
     /// The recipe (YAML).
     pub recipe: PathBuf,
     /// Output directory.
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "check")]
+    pub out: Option<PathBuf>,
+    /// Only check the recipe (its fields, the files and .debs it names, a nested master
+    /// recipe), print what it builds, and exit: nothing is fetched or written.
+    #[arg(long, conflicts_with = "out")]
+    pub check: bool,
     /// Where downloaded packages are kept between builds (default: $LABBOOT_CACHE, else
     /// ~/.cache/labboot/debs).
     #[arg(long, value_name = "DIR")]
@@ -68,12 +72,33 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
     match command {
         ImageCommand::Build(args) => {
             let recipe = Recipe::load(&args.recipe)?;
+            let Some(out) = args.out else {
+                let outputs: Vec<String> = recipe
+                    .outputs
+                    .iter()
+                    .map(|o| format!("{o:?}").to_lowercase())
+                    .collect();
+                println!(
+                    "{}: ok: {} for {}, {} packages, {} local .debs{}",
+                    args.recipe.display(),
+                    outputs.join(", "),
+                    recipe.arch.debian(),
+                    recipe.packages.len(),
+                    recipe.local_debs.len(),
+                    recipe
+                        .master
+                        .as_ref()
+                        .map(|m| format!(", master {} in /{}", m.recipe.name, m.dir))
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            };
             let cache = match args.cache {
                 Some(c) => c,
                 None => default_cache()?,
             };
             let opts = Options {
-                out: args.out.clone(),
+                out: out.clone(),
                 cache,
                 epoch: epoch(args.epoch)?,
             };
@@ -89,7 +114,7 @@ pub fn run(command: ImageCommand) -> anyhow::Result<()> {
                         "{}  {:>10}  {}",
                         o.sha256,
                         o.size,
-                        args.out.join(&o.name).display()
+                        out.join(&o.name).display()
                     );
                 }
             }
