@@ -234,3 +234,105 @@ fn qcow2(out: &Path) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn run(cmd: &mut Command) -> String {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A loader package with a stand-in systemd-boot, made by dpkg-deb.
+    fn loader_deb(dir: &Path) -> std::path::PathBuf {
+        let root = dir.join("loader");
+        let efi = root.join(LOADER_PATH);
+        std::fs::create_dir_all(efi.parent().unwrap()).unwrap();
+        std::fs::write(&efi, b"MZ stand-in loader").unwrap();
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: systemd-boot-efi\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: t\n",
+        )
+        .unwrap();
+        let deb = dir.join("loader.deb");
+        run(Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&deb));
+        deb
+    }
+
+    /// The disk's table, ESP and root read back with sfdisk, mtools, e2fsprogs and qemu-img.
+    #[test]
+    fn partitions_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("vmlinuz"), vec![0x4b; 300_000]).unwrap();
+        std::fs::write(out.join("initrd.cpio.gz"), vec![0x1f; 200_000]).unwrap();
+        let root = out.join("rootfs.ext4");
+        run(Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-L", "labboot-root"])
+            .arg(&root)
+            .arg("8M"));
+        let spec = DiskSpec {
+            loader: "systemd-boot-efi".into(),
+            cmdline: "labboot.root=disk:LABEL=labboot-root console=ttyS0".into(),
+            esp_size: 32 << 20,
+        };
+        let deb = loader_deb(dir.path());
+        write(&out, &spec, &deb, 1_700_000_000, &"ab".repeat(32)).unwrap();
+        let img = out.join("disk.img");
+
+        let table: serde_json::Value =
+            serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+        let parts = table["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(parts.len(), 2, "{table}");
+        assert_eq!(parts[0]["start"], 2048);
+        assert_eq!(parts[0]["size"], (32 << 20) / 512);
+        assert_eq!(parts[1]["start"], 2048 + (32 << 20) / 512);
+        assert_eq!(parts[1]["size"], (8 << 20) / 512);
+
+        let esp = format!("{}@@1M", img.display());
+        let entry = run(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
+            "-i",
+            &esp,
+            "::/loader/entries/labboot.conf",
+        ]));
+        assert!(
+            entry.contains("options labboot.root=disk:LABEL=labboot-root console=ttyS0"),
+            "{entry}"
+        );
+        let efi = run(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
+            "-i",
+            &esp,
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ]));
+        assert_eq!(efi, "MZ stand-in loader");
+
+        // The root partition is rootfs.ext4, byte for byte.
+        let bytes = std::fs::read(&img).unwrap();
+        let at = (2048 + (32 << 20) / 512) * 512;
+        assert!(bytes[at..at + (8 << 20)] == std::fs::read(&root).unwrap()[..]);
+
+        run(Command::new("qemu-img")
+            .args(["compare", "-q", "-f", "raw", "-F", "qcow2"])
+            .arg(&img)
+            .arg(out.join("disk.qcow2")));
+
+        // Too small an ESP is refused, naming the field.
+        let small = DiskSpec {
+            esp_size: 1 << 20,
+            ..spec
+        };
+        let e = write(&out, &small, &deb, 0, "x").unwrap_err().to_string();
+        assert!(e.contains("disk.esp_size (1 MiB) is too small"), "{e}");
+    }
+}
