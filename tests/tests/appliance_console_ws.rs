@@ -89,13 +89,18 @@ impl Lab {
         let mut cmd = Command::new(labboot_bin());
         cmd.args(["--log", "info", "serve", "--config"])
             .arg(d.join("appliance.yaml"));
-        let serve = ServerProcess::start(
+        let mut serve = ServerProcess::start(
             "labboot serve",
             cmd,
             "labboot: API at",
             Duration::from_secs(60),
         )
         .unwrap();
+        // Readers attach once the line is up: one that came first would rightly be told that
+        // the line is down, which the tests below count as an error.
+        serve
+            .wait_for_line("console connected \\(", Duration::from_secs(30))
+            .unwrap();
         Lab {
             dir,
             url: format!("http://127.0.0.1:{http}"),
