@@ -17,7 +17,9 @@
 //! # Ok::<(), imagebuilder::Error>(())
 //! ```
 //! A recipe's `base` tarball or directory goes under the packages ([`base`]); `rootfs.ext4` is
-//! made with e2fsprogs ([`ext4`]); the kernel package's dtbs can be copied out.
+//! made with e2fsprogs ([`ext4`]); the kernel package's dtbs can be copied out. The appliance
+//! VM's amd64 recipe adds its own `.deb` files, a nested master recipe, and the `disk` output: a
+//! UEFI disk ([`disk`]) of a GPT ([`gpt`]), an EFI system partition ([`esp`]) and the ext4 root.
 
 #![forbid(unsafe_code)]
 
