@@ -213,6 +213,7 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
     let mut roots: Vec<String> = Vec::new();
     // The recipe's own .debs: their dependencies come from apt like the packages'.
     let mut local_groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut local_inputs: Vec<Input> = Vec::new();
     if need_rootfs {
         roots.extend(recipe.packages.iter().cloned());
         for local in &recipe.local_debs {
@@ -233,6 +234,17 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
                     local_groups.push((local.written.clone(), group));
                 }
             }
+            let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+            local_inputs.push(Input {
+                name: field("Package"),
+                version: field("Version"),
+                arch: field("Architecture"),
+                role: "local".to_string(),
+                sha256: crate::apt::file_sha256(&local.path)?,
+                size: std::fs::metadata(&local.path)
+                    .map_err(|e| Error::io(&local.path, e))?
+                    .len(),
+            });
         }
     }
     if let (true, Some(d)) = (wants(Output::Disk), &recipe.disk) {
@@ -291,7 +303,19 @@ pub fn build(recipe: &Recipe, opts: &Options, progress: &mut Progress) -> Result
         }
         _ => None,
     };
-    build_outputs(recipe, opts, epoch, progress, &sets, &path_of, master)
+    let extras = Extras {
+        local: local_inputs,
+        master,
+    };
+    build_outputs(recipe, opts, epoch, progress, &sets, &path_of, extras)
+}
+
+/// What goes into the rootfs besides apt's packages: the recipe's own .debs (their manifest
+/// entries, in the recipe's order) and a master built first (its `dir`, output directory and
+/// manifest).
+struct Extras {
+    local: Vec<Input>,
+    master: Option<(String, PathBuf, Manifest)>,
 }
 
 /// A local .deb's control fields.
@@ -355,7 +379,7 @@ fn build_outputs(
     progress: &mut Progress,
     sets: &[(&str, Vec<PackageInfo>)],
     path_of: &BTreeMap<&str, &Path>,
-    master: Option<(String, PathBuf, Manifest)>,
+    extras: Extras,
 ) -> Result<Manifest> {
     let wants = |o: Output| recipe.outputs.contains(&o);
     let need_rootfs = wants(Output::Squashfs) || wants(Output::Tar) || wants(Output::Ext4);
@@ -430,23 +454,12 @@ fn build_outputs(
             None => rootfs::merged_usr()?,
         };
         let mut n = rootfs::unpack_all(&mut tree, &debs("rootfs"))?;
-        for local in &recipe.local_debs {
+        for (local, input) in recipe.local_debs.iter().zip(&extras.local) {
             n += deb::unpack(&local.path, &mut tree, |_| true)?;
-            let fields = local_fields(local)?;
-            let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
-            manifest.inputs.push(Input {
-                name: field("Package"),
-                version: field("Version"),
-                arch: field("Architecture"),
-                role: "local".to_string(),
-                sha256: crate::apt::file_sha256(&local.path)?,
-                size: std::fs::metadata(&local.path)
-                    .map_err(|e| Error::io(&local.path, e))?
-                    .len(),
-            });
+            manifest.inputs.push(input.clone());
         }
         rootfs::configure(&mut tree, recipe)?;
-        if let Some((dir, built, nested)) = &master {
+        if let Some((dir, built, nested)) = &extras.master {
             for o in &nested.outputs {
                 let from = built.join(&o.name);
                 let data = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;

@@ -1,14 +1,30 @@
 //! A server process under test (usually `labboot dhcp` or `labboot tftp`, possibly inside a
 //! namespace): started, awaited until it logs that it is ready, its stderr kept line by line,
-//! and killed on drop. Fails fast, with everything it printed, when it exits early.
+//! and killed on drop. Fails fast, with everything it printed, when it exits early. And
+//! [`run_ok`], for the commands a test runs to completion.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use regex::Regex;
+
+/// Runs a command to completion and panics with everything it printed if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 #[derive(Default)]
 struct Lines {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use labboot_tests::appliance::agent_job;
 use labboot_tests::binary::labboot_bin;
 use labboot_tests::netns::Netns;
+use labboot_tests::process::run_ok;
 use labboot_tests::qemu::Board;
 use labboot_tests::require;
 
@@ -37,18 +38,9 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// [`run_ok`], its stdout as text.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
 }
 
 /// sha256 of the outputs named in a build's manifest.json.

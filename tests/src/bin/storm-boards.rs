@@ -28,7 +28,6 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -213,22 +212,9 @@ fn dhcp_socket(interface: &str) -> Result<UdpSocket, String> {
     let sock = UdpSocket::bind("0.0.0.0:68").map_err(|e| format!("bind 0.0.0.0:68: {e}"))?;
     sock.set_broadcast(true)
         .map_err(|e| format!("SO_BROADCAST: {e}"))?;
-    // SAFETY: the option value is a valid byte buffer of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            interface.as_ptr().cast(),
-            interface.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "SO_BINDTODEVICE {interface}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    socket2::SockRef::from(&sock)
+        .bind_device(Some(interface.as_bytes()))
+        .map_err(|e| format!("SO_BINDTODEVICE {interface}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
     Ok(sock)
@@ -467,50 +453,16 @@ const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 
 /// A TCP connection to `to` from `local` (bound before connect, any port).
 fn tcp_connect_from(local: Ipv4Addr, to: SocketAddrV4) -> Result<TcpStream, String> {
-    /// A sockaddr_in for `ip:port`.
-    fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-        // SAFETY: all-zero is a valid sockaddr_in.
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_port = port.to_be();
-        sa.sin_addr = libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        };
-        sa
-    }
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let src = sockaddr(local, 0);
-    // SAFETY: src is a valid sockaddr_in of `len` bytes.
-    if unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&src as *const libc::sockaddr_in).cast(),
-            len,
-        )
-    } != 0
-    {
-        return Err(format!("bind {local}: {}", std::io::Error::last_os_error()));
-    }
-    let dst = sockaddr(*to.ip(), to.port());
-    // SAFETY: dst is a valid sockaddr_in of `len` bytes.
-    if unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&dst as *const libc::sockaddr_in).cast(),
-            len,
-        )
-    } != 0
-    {
-        return Err(format!("connect {to}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(TcpStream::from(fd))
+    use socket2::{Domain, Socket, Type};
+    let socket =
+        Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
+    socket
+        .bind(&SocketAddrV4::new(local, 0).into())
+        .map_err(|e| format!("bind {local}: {e}"))?;
+    socket
+        .connect(&to.into())
+        .map_err(|e| format!("connect {to}: {e}"))?;
+    Ok(socket.into())
 }
 
 /// Reads a big-endian u16/u32/u64 at `at` of `b`.

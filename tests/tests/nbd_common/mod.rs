@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use labboot_tests::binary::labboot_bin;
@@ -57,19 +57,7 @@ pub fn sha256(path: &Path) -> String {
 }
 
 /// Runs a command to completion and panics with everything it printed if it fails.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+pub use labboot_tests::process::run_ok as run;
 
 /// A running `labboot nbd` and the port it bound.
 pub struct Nbd {
